@@ -1,0 +1,1 @@
+//! Benchmarks of n2n: see `benches/README.md`.

@@ -1,0 +1,308 @@
+//! The sans-IO [`Overlay`] trait that overlay protocols (such as Spray) implement.
+//!
+//! An overlay never touches a socket, a clock or a thread-local RNG. It is fed
+//! [`Input`]s together with `now`, and emits [`Output`]s that the caller drains
+//! with [`Overlay::poll_output`] after every input, until it returns `None`.
+//! Timers are typed: the overlay asks for `SetTimer { at, timer }` and gets
+//! `Input::Timer(timer)` back once `at` is reached. The node runtime
+//! ([`crate::node`]) turns outputs into real I/O; `n2n-sim` into simulated I/O.
+//!
+//! The overlay is generic over the peer id `P`, so the simulator can run it
+//! with small integer ids and the runtime with [`crate::PeerId`].
+//!
+//! # The contract
+//!
+//! ```
+//! # use n2n_core::overlay::{Overlay, Input, Output};
+//! # use std::time::Instant;
+//! fn drive<P, O: Overlay<P>>(overlay: &mut O, now: Instant, input: Input<P, O::Timer>) {
+//!     overlay.handle(now, input);
+//!     while let Some(output) = overlay.poll_output() {
+//!         match output {
+//!             Output::Send { .. } => { /* send over the connection */ }
+//!             Output::OpenArc { .. } | Output::CloseArc { .. } => { /* arc bookkeeping */ }
+//!             Output::Bridge { .. } => { /* bridge protocol */ }
+//!             Output::SetTimer { .. } => { /* schedule */ }
+//!             Output::StateChanged(_) => {}
+//!         }
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::arc::{Direction, Inview, Outview};
+use crate::wire::ProtocolId;
+
+/// Why an arc disappeared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArcCloseReason {
+    /// Its owner closed it (for an incoming arc: the remote sent `ArcClose`).
+    Closed,
+    /// The connection to the peer was lost (peer crashed, network cut, timeout).
+    PeerDown(String),
+    /// The local node is shutting down.
+    Shutdown,
+}
+
+/// How well an overlay is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// No arc in either direction.
+    Disconnected,
+    /// Arcs in one direction only.
+    PartiallyConnected,
+    /// Arcs both in and out.
+    Connected,
+}
+
+impl ConnectionState {
+    /// The state implied by the sizes of the two views.
+    pub fn of(inview: usize, outview: usize) -> Self {
+        match (inview > 0, outview > 0) {
+            (true, true) => Self::Connected,
+            (false, false) => Self::Disconnected,
+            _ => Self::PartiallyConnected,
+        }
+    }
+}
+
+/// What the environment tells an overlay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<P, T> {
+    /// Command: join the overlay through `contact`, to which the node is connected
+    /// (a transport connection exists, with no arc of this overlay yet).
+    Join {
+        /// The contact peer.
+        contact: P,
+    },
+    /// Command: leave the overlay gracefully.
+    Leave,
+    /// One arc of this overlay opened (once per occurrence).
+    ArcOpened {
+        /// The remote peer.
+        peer: P,
+        /// Outgoing (in our outview) or incoming (in our inview).
+        direction: Direction,
+    },
+    /// One arc of this overlay closed (once per occurrence).
+    ArcClosed {
+        /// The remote peer.
+        peer: P,
+        /// Direction of the closed arc.
+        direction: Direction,
+        /// Why it closed.
+        reason: ArcCloseReason,
+    },
+    /// An arc this peer was asked to open (by a bridge or `OpenArc`) could not be opened.
+    ConnectFailed {
+        /// The peer we tried to reach.
+        peer: P,
+        /// Why.
+        reason: String,
+    },
+    /// A bridge this peer asked for (`Output::Bridge`) failed.
+    BridgeFailed {
+        /// The neighbour that was to open the arc.
+        from: P,
+        /// The peer it was to reach.
+        to: P,
+        /// Why.
+        reason: String,
+    },
+    /// A message of this overlay from a connected peer.
+    Message {
+        /// The sender.
+        from: P,
+        /// The overlay's bytes (untrusted: decode with care).
+        payload: Vec<u8>,
+    },
+    /// A timer set with `Output::SetTimer` fired.
+    Timer(T),
+}
+
+/// What an overlay asks of the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<P, T> {
+    /// Send an overlay message to a connected peer.
+    Send {
+        /// The recipient.
+        to: P,
+        /// The overlay's bytes.
+        payload: Vec<u8>,
+    },
+    /// Open one more arc to a peer we are already connected to (no handshake).
+    OpenArc {
+        /// The peer.
+        to: P,
+    },
+    /// Close one arc to `to`.
+    CloseArc {
+        /// The peer.
+        to: P,
+    },
+    /// Bridge: make neighbour `from` open an arc to `to` through us. `to` may be
+    /// ourselves ("open an arc to me") or another neighbour (a relayed handshake
+    /// if `from` and `to` are not yet connected).
+    Bridge {
+        /// The neighbour that opens the arc.
+        from: P,
+        /// The arc's target.
+        to: P,
+    },
+    /// Wake the overlay with `Input::Timer(timer)` at `at`.
+    SetTimer {
+        /// When.
+        at: Instant,
+        /// Which timer.
+        timer: T,
+    },
+    /// The overlay's connection state changed.
+    StateChanged(ConnectionState),
+}
+
+/// A sans-IO overlay protocol.
+pub trait Overlay<P>: Send + 'static {
+    /// The overlay's timers.
+    type Timer: Clone + fmt::Debug + Send + 'static;
+
+    /// The protocol id tagging this overlay's arcs and messages.
+    fn protocol(&self) -> ProtocolId;
+
+    /// Feeds one input. Drain [`Overlay::poll_output`] afterwards.
+    fn handle(&mut self, now: Instant, input: Input<P, Self::Timer>);
+
+    /// Next output, in the order produced; `None` when there is nothing to do.
+    fn poll_output(&mut self) -> Option<Output<P, Self::Timer>>;
+
+    /// The arcs entering this peer in this overlay.
+    fn inview(&self) -> &Inview<P>;
+
+    /// The arcs leaving this peer in this overlay (the partial view).
+    fn outview(&self) -> &Outview<P>;
+
+    /// Up to `k` distinct peers sampled from the partial view (peer sampling).
+    fn peers(&mut self, k: usize) -> Vec<P>;
+}
+
+/// Opaque handle of a timer of a type-erased overlay (see [`DynOverlay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerToken(pub u64);
+
+/// An [`Overlay`] over [`crate::PeerId`] with its timer type erased, so that the
+/// node runtime can hold overlays chosen at run time (plugins).
+pub trait DynOverlay: Send + fmt::Debug {
+    /// See [`Overlay::protocol`].
+    fn protocol(&self) -> ProtocolId;
+    /// See [`Overlay::handle`].
+    fn handle(&mut self, now: Instant, input: Input<crate::PeerId, TimerToken>);
+    /// See [`Overlay::poll_output`].
+    fn poll_output(&mut self) -> Option<Output<crate::PeerId, TimerToken>>;
+    /// See [`Overlay::inview`].
+    fn inview(&self) -> &Inview<crate::PeerId>;
+    /// See [`Overlay::outview`].
+    fn outview(&self) -> &Outview<crate::PeerId>;
+    /// See [`Overlay::peers`].
+    fn peers(&mut self, k: usize) -> Vec<crate::PeerId>;
+}
+
+/// Wraps an [`Overlay`] into a [`DynOverlay`], keeping its typed timers in a table.
+pub struct Erased<O: Overlay<crate::PeerId>> {
+    inner: O,
+    timers: std::collections::BTreeMap<u64, O::Timer>,
+    next_token: u64,
+}
+
+impl<O: Overlay<crate::PeerId>> Erased<O> {
+    /// Wraps `overlay`.
+    pub fn new(overlay: O) -> Self {
+        Self {
+            inner: overlay,
+            timers: Default::default(),
+            next_token: 0,
+        }
+    }
+
+    /// The wrapped overlay.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    /// The wrapped overlay, mutably.
+    pub fn inner_mut(&mut self) -> &mut O {
+        &mut self.inner
+    }
+}
+
+impl<O: Overlay<crate::PeerId>> fmt::Debug for Erased<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Erased")
+            .field("protocol", &self.inner.protocol())
+            .field("pending_timers", &self.timers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
+    fn protocol(&self) -> ProtocolId {
+        self.inner.protocol()
+    }
+
+    fn handle(&mut self, now: Instant, input: Input<crate::PeerId, TimerToken>) {
+        let input = match input {
+            Input::Timer(token) => match self.timers.remove(&token.0) {
+                Some(timer) => Input::Timer(timer),
+                // A token we never issued or already fired: nothing to do.
+                None => return,
+            },
+            Input::Join { contact } => Input::Join { contact },
+            Input::Leave => Input::Leave,
+            Input::ArcOpened { peer, direction } => Input::ArcOpened { peer, direction },
+            Input::ArcClosed {
+                peer,
+                direction,
+                reason,
+            } => Input::ArcClosed {
+                peer,
+                direction,
+                reason,
+            },
+            Input::ConnectFailed { peer, reason } => Input::ConnectFailed { peer, reason },
+            Input::BridgeFailed { from, to, reason } => Input::BridgeFailed { from, to, reason },
+            Input::Message { from, payload } => Input::Message { from, payload },
+        };
+        self.inner.handle(now, input);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<crate::PeerId, TimerToken>> {
+        Some(match self.inner.poll_output()? {
+            Output::SetTimer { at, timer } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.timers.insert(token, timer);
+                Output::SetTimer {
+                    at,
+                    timer: TimerToken(token),
+                }
+            }
+            Output::Send { to, payload } => Output::Send { to, payload },
+            Output::OpenArc { to } => Output::OpenArc { to },
+            Output::CloseArc { to } => Output::CloseArc { to },
+            Output::Bridge { from, to } => Output::Bridge { from, to },
+            Output::StateChanged(s) => Output::StateChanged(s),
+        })
+    }
+
+    fn inview(&self) -> &Inview<crate::PeerId> {
+        self.inner.inview()
+    }
+
+    fn outview(&self) -> &Outview<crate::PeerId> {
+        self.inner.outview()
+    }
+
+    fn peers(&mut self, k: usize) -> Vec<crate::PeerId> {
+        self.inner.peers(k)
+    }
+}

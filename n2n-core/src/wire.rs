@@ -1,0 +1,420 @@
+//! The wire protocol: everything peers say to each other over a connection.
+//!
+//! One [`Message`] enum covers arc bookkeeping, the bridge (neighbour relay)
+//! protocol, overlay messages and application data. A frame is one version byte
+//! ([`VERSION`]) followed by the message in the `postcard` format. Frames are
+//! bounded ([`MAX_FRAME`]); decoding arbitrary bytes never panics and never
+//! allocates more than the frame holds, it returns a [`DecodeError`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PeerId;
+use crate::signal::SignedSignal;
+use crate::signal::serde_bytes_compat as bytes_serde;
+
+/// Version byte that starts every frame.
+pub const VERSION: u8 = 1;
+
+/// Largest application payload in one [`Message::Data`] (16 MiB).
+pub const MAX_DATA: usize = 16 * 1024 * 1024;
+
+/// Largest frame accepted by [`decode`]: the largest payload plus headers.
+pub const MAX_FRAME: usize = MAX_DATA + 1024;
+
+/// Identifies an overlay or an application protocol on a connection.
+///
+/// Build one from a name with [`ProtocolId::from_name`], so that every peer
+/// derives the same id without coordination.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ProtocolId(pub u32);
+
+impl ProtocolId {
+    /// The id of a protocol name (32-bit FNV-1a of its UTF-8 bytes).
+    pub const fn from_name(name: &str) -> Self {
+        let bytes = name.as_bytes();
+        let mut hash: u32 = 0x811c_9dc5;
+        let mut i = 0;
+        while i < bytes.len() {
+            hash ^= bytes[i] as u32;
+            hash = hash.wrapping_mul(0x0100_0193);
+            i += 1;
+        }
+        Self(hash)
+    }
+}
+
+/// Why a bridge (or one of its steps) failed, as told between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeFailure {
+    /// The target is not a neighbour of the bridging peer (or of the asked peer).
+    #[error("{0:?} is not a neighbour of the relay")]
+    NotNeighbour(PeerId),
+    /// A peer taking part left or its connection dropped mid-handshake.
+    #[error("{0:?} went away during the bridge")]
+    PeerGone(PeerId),
+    /// The job did not finish in time.
+    #[error("bridge timed out")]
+    Timeout,
+    /// A relayed signal failed verification.
+    #[error("a relayed signal was rejected: {0}")]
+    SignalRejected(String),
+    /// The relay already has the maximum number of jobs in flight with this neighbour.
+    #[error("too many bridge jobs in flight")]
+    TooManyJobs,
+    /// The transport handshake failed.
+    #[error("transport handshake failed: {0}")]
+    Transport(String),
+    /// A peer cannot be bridged to itself.
+    #[error("a peer cannot be bridged to itself")]
+    SelfBridge,
+    /// The relay has no such job (finished, timed out, or never existed).
+    #[error("unknown bridge job")]
+    UnknownJob,
+    /// The local node is shutting down.
+    #[error("node shutting down")]
+    ShuttingDown,
+}
+
+/// One message between two connected peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// The sender added one arc `sender → receiver` in `overlay`.
+    ArcOpen {
+        /// The overlay the arc belongs to.
+        overlay: ProtocolId,
+    },
+    /// The sender removed one arc `sender → receiver` in `overlay`.
+    ArcClose {
+        /// The overlay the arc belongs to.
+        overlay: ProtocolId,
+    },
+    /// Bridge step 1 (B → A): "open an arc in `overlay` to my neighbour `to`, through me".
+    ConnectTo {
+        /// Job id chosen by the bridge B; every later message of the job repeats it.
+        job: u64,
+        /// Overlay of the arc to open.
+        overlay: ProtocolId,
+        /// The peer to connect to.
+        to: PeerId,
+        /// If A asked for this bridge, the id of A's request.
+        request: Option<u64>,
+    },
+    /// A → B: "please make me open an arc to your neighbour `to`".
+    BridgeRequest {
+        /// Id chosen by A, repeated in the `ConnectTo` or `BridgeRefused` answer.
+        request: u64,
+        /// Overlay of the arc to open.
+        overlay: ProtocolId,
+        /// The peer A wants to reach.
+        to: PeerId,
+    },
+    /// B → A: the request cannot be served.
+    BridgeRefused {
+        /// A's request id.
+        request: u64,
+        /// Why.
+        reason: BridgeFailure,
+    },
+    /// A signal relayed through a common neighbour (A → B → C and back).
+    Relay {
+        /// The bridge job.
+        job: u64,
+        /// The signal, signed by its author.
+        signal: SignedSignal,
+    },
+    /// B → A or C: the job failed on the relay (peer gone, timeout, unknown job).
+    RelayFailed {
+        /// The bridge job.
+        job: u64,
+        /// Why.
+        reason: BridgeFailure,
+    },
+    /// A → B: outcome of a `ConnectTo`.
+    BridgeResult {
+        /// The bridge job.
+        job: u64,
+        /// `Ok` when A's arc to the target is open.
+        result: Result<(), BridgeFailure>,
+    },
+    /// A message of an overlay protocol.
+    Overlay {
+        /// The overlay.
+        overlay: ProtocolId,
+        /// Overlay-defined bytes.
+        #[serde(with = "bytes_serde")]
+        payload: Vec<u8>,
+    },
+    /// Application data.
+    Data {
+        /// Application protocol tag.
+        protocol: ProtocolId,
+        /// Application bytes.
+        #[serde(with = "bytes_serde")]
+        payload: Vec<u8>,
+    },
+    /// Liveness probe.
+    Ping {
+        /// Echoed by the `Pong`.
+        nonce: u64,
+    },
+    /// Answer to a `Ping`.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// The sender is about to close the connection (no arcs left, or leaving).
+    Close,
+}
+
+/// Why a frame could not be decoded. The connection that sent it misbehaved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Zero-length frame.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is larger than the limit.
+    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// Frame size.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The frame was written by an unknown protocol version.
+    #[error("unsupported wire version {0} (this build speaks {VERSION})")]
+    UnsupportedVersion(u8),
+    /// The body is not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Bytes follow a complete message.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoded message would exceed [`MAX_FRAME`].
+    #[error("message of {size} bytes exceeds the {limit}-byte frame limit")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Serialization failed.
+    #[error("cannot encode message: {0}")]
+    Serialize(String),
+}
+
+/// Encodes `message` into one frame.
+///
+/// # Errors
+/// [`EncodeError::TooLarge`] if the frame would exceed [`MAX_FRAME`].
+pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
+    let out = postcard::to_extend(message, vec![VERSION])
+        .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+    if out.len() > MAX_FRAME {
+        return Err(EncodeError::TooLarge {
+            size: out.len(),
+            limit: MAX_FRAME,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes one frame, with the default limit [`MAX_FRAME`].
+///
+/// # Errors
+/// See [`DecodeError`].
+pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
+    decode_with_limit(frame, MAX_FRAME)
+}
+
+/// Decodes one frame of at most `limit` bytes.
+///
+/// # Errors
+/// See [`DecodeError`].
+pub fn decode_with_limit(frame: &[u8], limit: usize) -> Result<Message, DecodeError> {
+    let (&version, body) = frame.split_first().ok_or(DecodeError::Empty)?;
+    if frame.len() > limit {
+        return Err(DecodeError::TooLarge {
+            size: frame.len(),
+            limit,
+        });
+    }
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let (message, rest) =
+        postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::signal::{Role, Signal};
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId::from_bytes([n; 32])
+    }
+
+    fn signed() -> SignedSignal {
+        let key = Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        Signal {
+            from: key.peer_id(),
+            to: peer(2),
+            session: 9,
+            role: Role::Acceptor,
+            seq: 3,
+            transport: "memory".into(),
+            payload: vec![1, 2, 3],
+        }
+        .sign(&key)
+        .unwrap()
+    }
+
+    fn samples() -> Vec<Message> {
+        let o = ProtocolId::from_name("spray");
+        vec![
+            Message::ArcOpen { overlay: o },
+            Message::ArcClose { overlay: o },
+            Message::ConnectTo {
+                job: 1,
+                overlay: o,
+                to: peer(3),
+                request: Some(4),
+            },
+            Message::BridgeRequest {
+                request: 5,
+                overlay: o,
+                to: peer(4),
+            },
+            Message::BridgeRefused {
+                request: 5,
+                reason: BridgeFailure::NotNeighbour(peer(4)),
+            },
+            Message::Relay {
+                job: 1,
+                signal: signed(),
+            },
+            Message::RelayFailed {
+                job: 1,
+                reason: BridgeFailure::Timeout,
+            },
+            Message::BridgeResult {
+                job: 1,
+                result: Err(BridgeFailure::Transport("ice failed".into())),
+            },
+            Message::BridgeResult {
+                job: 2,
+                result: Ok(()),
+            },
+            Message::Overlay {
+                overlay: o,
+                payload: vec![9; 10],
+            },
+            Message::Data {
+                protocol: ProtocolId(7),
+                payload: vec![0xab; 1000],
+            },
+            Message::Ping { nonce: 77 },
+            Message::Pong { nonce: 77 },
+            Message::Close,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            let frame = encode(&m).unwrap();
+            assert_eq!(frame[0], VERSION);
+            assert_eq!(decode(&frame).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn relayed_signal_still_verifies_after_round_trip() {
+        let m = Message::Relay {
+            job: 1,
+            signal: signed(),
+        };
+        let Message::Relay { signal, .. } = decode(&encode(&m).unwrap()).unwrap() else {
+            panic!("wrong variant");
+        };
+        signal.verify(&peer(2)).unwrap();
+    }
+
+    #[test]
+    fn typed_errors() {
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode(&[2, 0]), Err(DecodeError::UnsupportedVersion(2)));
+        assert!(matches!(decode(&[1, 200]), Err(DecodeError::Malformed(_))));
+        let mut frame = encode(&Message::Close).unwrap();
+        frame.push(0);
+        assert_eq!(decode(&frame), Err(DecodeError::TrailingBytes(1)));
+        assert!(matches!(
+            decode_with_limit(&[1; 100], 10),
+            Err(DecodeError::TooLarge { size: 100, .. })
+        ));
+        let big = Message::Data {
+            protocol: ProtocolId(0),
+            payload: vec![0; MAX_FRAME],
+        };
+        assert!(matches!(encode(&big), Err(EncodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn protocol_ids_are_stable() {
+        assert_eq!(ProtocolId::from_name(""), ProtocolId(0x811c_9dc5));
+        assert_ne!(
+            ProtocolId::from_name("spray"),
+            ProtocolId::from_name("cyclon")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_versioned_arbitrary_bodies_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut frame = vec![VERSION];
+            frame.extend(bytes);
+            if let Ok(m) = decode(&frame) {
+                // Anything that decodes re-encodes to a frame that decodes the same.
+                prop_assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
+            }
+        }
+
+        #[test]
+        fn mutated_valid_frames_never_panic(idx in 0usize..14, pos in any::<usize>(), byte in any::<u8>(), cut in any::<usize>()) {
+            let m = &samples()[idx];
+            let mut frame = encode(m).unwrap();
+            let p = pos % frame.len();
+            frame[p] = byte;
+            let _ = decode(&frame);
+            frame.truncate(cut % (frame.len() + 1));
+            let _ = decode(&frame);
+        }
+
+        #[test]
+        fn data_round_trips(protocol in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let m = Message::Data { protocol: ProtocolId(protocol), payload };
+            prop_assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `n2n-overlay-spray`: filled in by its own issue.

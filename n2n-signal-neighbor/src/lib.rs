@@ -1,0 +1,1 @@
+//! `n2n-signal-neighbor`: filled in by its own issue.

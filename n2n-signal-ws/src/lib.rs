@@ -1,0 +1,1 @@
+//! `n2n-signal-ws`: filled in by its own issue.

@@ -1,0 +1,1 @@
+//! `n2n-sim`: filled in by its own issue.

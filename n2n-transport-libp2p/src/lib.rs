@@ -1,0 +1,1 @@
+//! `n2n-transport-libp2p`: filled in by its own issue.

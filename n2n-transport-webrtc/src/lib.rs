@@ -1,0 +1,1 @@
+//! `n2n-transport-webrtc`: filled in by its own issue.
