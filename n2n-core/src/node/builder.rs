@@ -1,0 +1,164 @@
+//! Composing a node: in code with [`Builder`], or from a TOML [`StackConfig`].
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Config, Node, NodeHandle, actor::Actor};
+use crate::identity::Keypair;
+use crate::overlay::DynOverlay;
+use crate::plugin::{self, PluginContext, PluginError, StackConfig};
+use crate::signaling::Signaling;
+use crate::transport::Transport;
+use crate::wire::ProtocolId;
+
+/// Commands waiting for the node at most (callers wait when full).
+const COMMAND_CAPACITY: usize = 256;
+
+/// Composes a node: identity, transport, overlays, settings.
+///
+/// # Examples
+///
+/// ```
+/// use n2n_core::{Keypair, ProtocolId, memory::MemoryNetwork, node::Builder};
+/// use rand::SeedableRng;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let key = Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let node = Builder::new(key)
+///     .transport(std::sync::Arc::new(MemoryNetwork::new().transport()))
+///     .protocol(ProtocolId::from_name("my-app"))
+///     .spawn()
+///     .expect("a transport is set");
+/// assert!(node.handle().snapshot().await.neighbours.is_empty());
+/// node.shutdown().await;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Builder {
+    keypair: Keypair,
+    config: Config,
+    transport: Option<Arc<dyn Transport>>,
+    overlays: Vec<Box<dyn DynOverlay>>,
+    protocols: Vec<ProtocolId>,
+}
+
+impl Builder {
+    /// Starts a node with identity `keypair` and default settings.
+    pub fn new(keypair: Keypair) -> Self {
+        Self {
+            keypair,
+            config: Config::default(),
+            transport: None,
+            overlays: Vec::new(),
+            protocols: Vec::new(),
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the transport.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Adds an overlay driven by the node (its protocol id is registered too).
+    pub fn overlay(mut self, overlay: Box<dyn DynOverlay>) -> Self {
+        self.overlays.push(overlay);
+        self
+    }
+
+    /// Registers a protocol id whose arcs the application manages itself (no
+    /// overlay driver). Arcs of unregistered ids are refused.
+    pub fn protocol(mut self, id: ProtocolId) -> Self {
+        self.protocols.push(id);
+        self
+    }
+
+    /// Builds the transport and overlays named in `stack` from the linked plugins,
+    /// and connects its signaling plugin if any (returned for [`NodeHandle::join`]).
+    ///
+    /// # Errors
+    /// [`PluginError::Unknown`] for a name that is not linked, or the plugin's own error.
+    pub async fn from_stack(
+        keypair: Keypair,
+        stack: &StackConfig,
+    ) -> Result<(Self, Option<Arc<dyn Signaling>>), PluginError> {
+        let n = &stack.node;
+        let ms = std::time::Duration::from_millis;
+        let config = Config {
+            handshake_timeout: ms(n.handshake_timeout_ms),
+            linger: ms(n.linger_ms),
+            keepalive: ms(n.keepalive_ms),
+            idle_timeout: ms(n.idle_timeout_ms),
+            bridge_timeout: ms(n.bridge_timeout_ms),
+            max_jobs_per_neighbour: n.max_jobs_per_neighbour,
+            seed: n.seed,
+            ..Config::default()
+        };
+        let seed = n.seed.unwrap_or_else(|| {
+            use rand::TryRngCore;
+            rand::rngs::OsRng.try_next_u64().unwrap_or(0)
+        });
+        let ctx = |i: u64| PluginContext {
+            keypair: keypair.clone(),
+            seed: seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        };
+        let transport =
+            (plugin::transport(&stack.transport.name)?.build)(&ctx(1), &stack.transport.settings)?;
+        let mut builder = Self::new(keypair.clone())
+            .config(config)
+            .transport(transport);
+        for (i, section) in stack.overlay.iter().enumerate() {
+            let overlay =
+                (plugin::overlay(&section.name)?.build)(&ctx(10 + i as u64), &section.settings)?;
+            builder = builder.overlay(overlay);
+        }
+        let signaling = match &stack.signaling {
+            Some(section) => Some(
+                (plugin::signaling(&section.name)?.build)(ctx(2), section.settings.clone()).await?,
+            ),
+            None => None,
+        };
+        Ok((builder, signaling))
+    }
+
+    /// Starts the node on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`PluginError::Settings`] if no transport was set.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn(self) -> Result<Node, PluginError> {
+        let transport = self.transport.ok_or_else(|| PluginError::Settings {
+            plugin: "node".into(),
+            message: "no transport set".into(),
+        })?;
+        let local = self.keypair.peer_id();
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (events_tx, events_rx) = mpsc::channel(self.config.event_capacity.max(1));
+        let actor = Actor::new(
+            self.config,
+            self.keypair,
+            transport,
+            self.overlays,
+            self.protocols,
+            events_tx,
+        );
+        let task = tokio::spawn(actor.run(commands_rx));
+        Ok(Node {
+            handle: NodeHandle {
+                local,
+                commands: commands_tx,
+            },
+            events: events_rx,
+            task,
+        })
+    }
+}
