@@ -351,3 +351,90 @@ async fn shutdown_closes_arcs_on_the_remote() {
         .await;
     assert_eq!(b.in_count(a.id).await, 0);
 }
+
+/// Wraps the memory transport with connections that never deliver anything
+/// (a peer that stopped reading).
+#[derive(Debug)]
+struct Stalled(std::sync::Arc<dyn n2n_core::Transport>);
+
+#[derive(Debug)]
+struct StalledConn(Box<dyn n2n_core::Connection>);
+
+#[async_trait::async_trait]
+impl n2n_core::Connection for StalledConn {
+    fn remote(&self) -> n2n_core::PeerId {
+        self.0.remote()
+    }
+    async fn send(&self, m: bytes::Bytes) -> Result<(), n2n_core::transport::ConnectionError> {
+        self.0.send(m).await
+    }
+    async fn recv(&self) -> Result<bytes::Bytes, n2n_core::transport::ConnectionError> {
+        std::future::pending().await
+    }
+    async fn close(&self) {
+        self.0.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl n2n_core::Transport for Stalled {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    async fn dial(
+        &self,
+        s: n2n_core::transport::SignalPipe,
+    ) -> Result<Box<dyn n2n_core::Connection>, n2n_core::transport::TransportError> {
+        Ok(Box::new(StalledConn(self.0.dial(s).await?)))
+    }
+    async fn accept(
+        &self,
+        s: n2n_core::transport::SignalPipe,
+    ) -> Result<Box<dyn n2n_core::Connection>, n2n_core::transport::TransportError> {
+        Ok(Box::new(StalledConn(self.0.accept(s).await?)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_is_dropped_not_buffered_forever() {
+    let net = Net::new();
+    let mut config = common::test_config();
+    config.control_queue = 8;
+    config.seed = Some(1);
+    let key = common::key(1);
+    let a_id = key.peer_id();
+    let a = n2n_core::node::Builder::new(key)
+        .config(config)
+        .transport(std::sync::Arc::new(net.network.transport()))
+        .protocol(O)
+        .spawn()
+        .unwrap();
+    let sig = net.hub.attach(a_id);
+    a.handle().attach_signaling(sig.clone()).await;
+    // B never reads what A sends.
+    let b_key = common::key(2);
+    let b_id = b_key.peer_id();
+    let b = n2n_core::node::Builder::new(b_key)
+        .config(common::test_config())
+        .transport(std::sync::Arc::new(Stalled(std::sync::Arc::new(
+            net.network.transport(),
+        ))))
+        .protocol(O)
+        .spawn()
+        .unwrap();
+    b.handle().attach_signaling(net.hub.attach(b_id)).await;
+    a.handle().connect(b_id, sig, Some(O)).await.unwrap();
+    // The memory link holds 256 frames, the control queue 8: far fewer than 1000 arcs.
+    let mut refused = false;
+    for _ in 0..1000 {
+        if a.handle().open_arc(O, b_id).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the slow peer was dropped");
+    let snap = a.handle().snapshot().await;
+    assert!(!snap.is_connected(&b_id));
+    assert_eq!(snap.view(O).1.len(), 0, "its arcs were closed, not kept");
+    drop(b);
+}
