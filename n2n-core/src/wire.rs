@@ -44,37 +44,10 @@ impl ProtocolId {
 }
 
 /// Why a bridge (or one of its steps) failed, as told between peers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum BridgeFailure {
-    /// The target is not a neighbour of the bridging peer (or of the asked peer).
-    #[error("{0:?} is not a neighbour of the relay")]
-    NotNeighbour(PeerId),
-    /// A peer taking part left or its connection dropped mid-handshake.
-    #[error("{0:?} went away during the bridge")]
-    PeerGone(PeerId),
-    /// The job did not finish in time.
-    #[error("bridge timed out")]
-    Timeout,
-    /// A relayed signal failed verification.
-    #[error("a relayed signal was rejected: {0}")]
-    SignalRejected(String),
-    /// The relay already has the maximum number of jobs in flight with this neighbour.
-    #[error("too many bridge jobs in flight")]
-    TooManyJobs,
-    /// The transport handshake failed.
-    #[error("transport handshake failed: {0}")]
-    Transport(String),
-    /// A peer cannot be bridged to itself.
-    #[error("a peer cannot be bridged to itself")]
-    SelfBridge,
-    /// The relay has no such job (finished, timed out, or never existed).
-    #[error("unknown bridge job")]
-    UnknownJob,
-    /// The local node is shutting down.
-    #[error("node shutting down")]
-    ShuttingDown,
-}
+pub type BridgeFailure = n2n_signal_neighbor::Failure<PeerId>;
+
+/// A message of the bridge (neighbour relay) protocol.
+pub type BridgeMessage = n2n_signal_neighbor::Message<PeerId, SignedSignal>;
 
 /// One message between two connected peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,54 +63,8 @@ pub enum Message {
         /// The overlay the arc belongs to.
         overlay: ProtocolId,
     },
-    /// Bridge step 1 (B → A): "open an arc in `overlay` to my neighbour `to`, through me".
-    ConnectTo {
-        /// Job id chosen by the bridge B; every later message of the job repeats it.
-        job: u64,
-        /// Overlay of the arc to open.
-        overlay: ProtocolId,
-        /// The peer to connect to.
-        to: PeerId,
-        /// If A asked for this bridge, the id of A's request.
-        request: Option<u64>,
-    },
-    /// A → B: "please make me open an arc to your neighbour `to`".
-    BridgeRequest {
-        /// Id chosen by A, repeated in the `ConnectTo` or `BridgeRefused` answer.
-        request: u64,
-        /// Overlay of the arc to open.
-        overlay: ProtocolId,
-        /// The peer A wants to reach.
-        to: PeerId,
-    },
-    /// B → A: the request cannot be served.
-    BridgeRefused {
-        /// A's request id.
-        request: u64,
-        /// Why.
-        reason: BridgeFailure,
-    },
-    /// A signal relayed through a common neighbour (A → B → C and back).
-    Relay {
-        /// The bridge job.
-        job: u64,
-        /// The signal, signed by its author.
-        signal: SignedSignal,
-    },
-    /// B → A or C: the job failed on the relay (peer gone, timeout, unknown job).
-    RelayFailed {
-        /// The bridge job.
-        job: u64,
-        /// Why.
-        reason: BridgeFailure,
-    },
-    /// A → B: outcome of a `ConnectTo`.
-    BridgeResult {
-        /// The bridge job.
-        job: u64,
-        /// `Ok` when A's arc to the target is open.
-        result: Result<(), BridgeFailure>,
-    },
+    /// The bridge protocol: connect-to orders, requests, relayed signals and results.
+    Bridge(Box<BridgeMessage>),
     /// A message of an overlay protocol.
     Overlay {
         /// The overlay.
@@ -290,37 +217,39 @@ mod tests {
         vec![
             Message::ArcOpen { overlay: o },
             Message::ArcClose { overlay: o },
-            Message::ConnectTo {
+            Message::Bridge(Box::new(BridgeMessage::ConnectTo {
                 job: 1,
-                overlay: o,
+                overlay: o.0,
                 to: peer(3),
                 request: Some(4),
-            },
-            Message::BridgeRequest {
+            })),
+            Message::Bridge(Box::new(BridgeMessage::BridgeRequest {
                 request: 5,
-                overlay: o,
+                overlay: o.0,
                 to: peer(4),
-            },
-            Message::BridgeRefused {
+            })),
+            Message::Bridge(Box::new(BridgeMessage::BridgeRefused {
                 request: 5,
                 reason: BridgeFailure::NotNeighbour(peer(4)),
-            },
-            Message::Relay {
+            })),
+            Message::Bridge(Box::new(BridgeMessage::Relay {
                 job: 1,
+                from: peer(1),
+                to: peer(2),
                 signal: signed(),
-            },
-            Message::RelayFailed {
+            })),
+            Message::Bridge(Box::new(BridgeMessage::RelayFailed {
                 job: 1,
                 reason: BridgeFailure::Timeout,
-            },
-            Message::BridgeResult {
+            })),
+            Message::Bridge(Box::new(BridgeMessage::BridgeResult {
                 job: 1,
                 result: Err(BridgeFailure::Transport("ice failed".into())),
-            },
-            Message::BridgeResult {
+            })),
+            Message::Bridge(Box::new(BridgeMessage::BridgeResult {
                 job: 2,
                 result: Ok(()),
-            },
+            })),
             Message::Overlay {
                 overlay: o,
                 payload: vec![9; 10],
@@ -346,11 +275,16 @@ mod tests {
 
     #[test]
     fn relayed_signal_still_verifies_after_round_trip() {
-        let m = Message::Relay {
+        let m = Message::Bridge(Box::new(BridgeMessage::Relay {
             job: 1,
+            from: peer(1),
+            to: peer(2),
             signal: signed(),
+        }));
+        let Message::Bridge(relay) = decode(&encode(&m).unwrap()).unwrap() else {
+            panic!("wrong variant");
         };
-        let Message::Relay { signal, .. } = decode(&encode(&m).unwrap()).unwrap() else {
+        let BridgeMessage::Relay { signal, .. } = *relay else {
             panic!("wrong variant");
         };
         signal.verify(&peer(2)).unwrap();

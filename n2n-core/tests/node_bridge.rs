@@ -13,7 +13,7 @@ use common::{Net, O, TestNode, settle, test_config};
 use n2n_core::Direction;
 use n2n_core::node::{ConnectError, Event};
 use n2n_core::transport::{Connection, ConnectionError, SignalPipe, Transport, TransportError};
-use n2n_core::wire::{self, BridgeFailure, Message};
+use n2n_core::wire::{self, BridgeFailure, BridgeMessage, Message};
 
 /// A, B, C with A–B and B–C connected (one arc each way).
 async fn line(net: &Net) -> (TestNode, TestNode, TestNode) {
@@ -35,6 +35,7 @@ async fn assert_tables_empty(nodes: &[&TestNode]) {
         assert_eq!(s.relay_jobs, 0, "relay jobs left on {:?}", n.id);
         assert_eq!(s.bridge_requests, 0, "requests left on {:?}", n.id);
         assert_eq!(s.waiters, 0, "waiters left on {:?}", n.id);
+        assert_eq!(s.bridge_endpoints, 0, "bridge endpoints left on {:?}", n.id);
     }
 }
 
@@ -247,13 +248,26 @@ impl Connection for TamperConn {
                 .await?;
             return self.inner.send(message).await;
         }
-        if let Ok(Message::Relay { job, mut signal }) = wire::decode(&message) {
+        if let Ok(Message::Bridge(relay)) = wire::decode(&message)
+            && let BridgeMessage::Relay {
+                job,
+                from,
+                to,
+                mut signal,
+            } = *relay
+        {
             // Flip one byte of the offer on its way through.
             if let Some(b) = signal.signal.payload.first_mut() {
                 *b ^= 0x20;
                 self.tampered.fetch_add(1, Ordering::SeqCst);
             }
-            let frame = wire::encode(&Message::Relay { job, signal }).unwrap();
+            let frame = wire::encode(&Message::Bridge(Box::new(BridgeMessage::Relay {
+                job,
+                from,
+                to,
+                signal,
+            })))
+            .unwrap();
             return self.inner.send(frame.into()).await;
         }
         self.inner.send(message).await
@@ -410,4 +424,60 @@ async fn relay_jobs_per_neighbour_are_bounded() {
     }
     settle().await;
     assert_tables_empty(&[&a, &b]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_peers_bridged_into_a_ring_keep_exact_arc_counts() {
+    use rand::{Rng, SeedableRng};
+    let net = Net::new();
+    let mut nodes = Vec::new();
+    for seed in 0..20u64 {
+        nodes.push(net.node(100 + seed).await);
+    }
+    // A chain through the signaling hub: i → i+1.
+    for i in 0..19 {
+        nodes[i].connect(&nodes[i + 1]).await;
+    }
+    // Peer 0 walks along the chain by bridging only: i bridges 0 → i+1.
+    for i in 1..19 {
+        let (zero, next) = (nodes[0].id, nodes[i + 1].id);
+        nodes[i].handle().bridge(O, zero, next).await.unwrap();
+    }
+    // Close the ring: 0 makes 19 open an arc to 0 itself.
+    let (zero, last) = (nodes[0].id, nodes[19].id);
+    nodes[0].handle().bridge(O, last, zero).await.unwrap();
+    // Random extra arcs: a random peer bridges two of its random neighbours.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut done = 0;
+    while done < 60 {
+        let b = rng.random_range(0..20);
+        let snap = nodes[b].handle().snapshot().await;
+        if snap.neighbours.len() < 2 {
+            continue;
+        }
+        let x = snap.neighbours[rng.random_range(0..snap.neighbours.len())].peer;
+        let y = snap.neighbours[rng.random_range(0..snap.neighbours.len())].peer;
+        if x == y {
+            continue;
+        }
+        nodes[b].handle().bridge(O, x, y).await.unwrap();
+        done += 1;
+    }
+    settle().await;
+    let mut snaps = Vec::new();
+    for n in &nodes {
+        snaps.push(n.handle().snapshot().await);
+    }
+    let mut arcs = 0;
+    for (i, si) in snaps.iter().enumerate() {
+        for (j, sj) in snaps.iter().enumerate() {
+            let out = si.view(O).1.count(&nodes[j].id);
+            let inn = sj.view(O).0.count(&nodes[i].id);
+            assert_eq!(out, inn, "{i} → {j}: outview {out}, inview {inn}");
+            arcs += out;
+        }
+        assert_eq!(si.handshakes + si.relay_jobs + si.bridge_endpoints, 0);
+    }
+    assert_eq!(arcs, 19 + 18 + 1 + 60);
+    assert!(snaps.iter().map(|s| s.relayed_signals).sum::<u64>() > 0);
 }

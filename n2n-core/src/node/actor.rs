@@ -24,6 +24,7 @@ use crate::signal::{Role, Signal, SignedSignal};
 use crate::signaling::Signaling;
 use crate::transport::{Connection, SignalPipe, Transport, TransportError};
 use crate::wire::{self, BridgeFailure, Message, ProtocolId};
+use n2n_signal_neighbor::{Bridge, Output as BridgeOutput};
 
 /// Capacity of the channel from spawned tasks to the actor.
 const INTERNAL_CAPACITY: usize = 1024;
@@ -98,12 +99,10 @@ enum SignalPath {
 enum Waiter {
     /// Open one arc in this overlay once connected.
     Arc(ProtocolId),
-    /// Report the outcome of bridge `job` to neighbour `relay`.
+    /// Report the outcome of bridge `job` to neighbour `relay` (we are A).
     Job { relay: PeerId, job: u64 },
     /// A `connect` command.
     Reply(Reply<Result<(), ConnectError>>),
-    /// A `request_bridge` command, satisfied when the arc opens.
-    Request(u64),
 }
 
 struct Session {
@@ -128,24 +127,12 @@ struct Peer {
     _writer: TaskGuard,
 }
 
-/// A bridge job relayed by this node (we are B).
-struct RelayJob {
-    overlay: ProtocolId,
-    from: PeerId,
-    to: PeerId,
-    deadline: Instant,
-    reply: Option<Reply<Result<(), BridgeFailure>>>,
-    /// Set when `from` asked for the bridge.
-    request: Option<u64>,
-}
-
-/// A bridge this node asked a neighbour for (we are A).
-struct BridgeRequest {
-    overlay: ProtocolId,
-    via: PeerId,
-    to: PeerId,
-    deadline: Instant,
-    reply: Option<Reply<Result<(), ConnectError>>>,
+/// Who asked for a bridge this node relays.
+enum BridgeOrigin {
+    /// A `bridge` command.
+    Command(Reply<Result<(), BridgeFailure>>),
+    /// An overlay's `Output::Bridge` (index of the overlay).
+    Overlay(usize),
 }
 
 #[derive(Default)]
@@ -180,8 +167,10 @@ pub(super) struct Actor {
     views: BTreeMap<ProtocolId, Views>,
     peers: BTreeMap<PeerId, Peer>,
     sessions: BTreeMap<u64, Session>,
-    relay_jobs: BTreeMap<u64, RelayJob>,
-    requests: BTreeMap<u64, BridgeRequest>,
+    bridge: Bridge<PeerId, SignedSignal>,
+    bridge_origins: BTreeMap<u64, BridgeOrigin>,
+    request_replies: BTreeMap<u64, Reply<Result<(), ConnectError>>>,
+    next_token: u64,
     signalings: Vec<AttachedSignaling>,
     overlays: Vec<OverlaySlot>,
     overlay_inputs: VecDeque<(usize, Input<PeerId, TimerToken>)>,
@@ -192,9 +181,6 @@ pub(super) struct Actor {
     internal_rx: mpsc::Receiver<Internal>,
     events_tx: mpsc::Sender<Event>,
     pending_events: VecDeque<Event>,
-    relayed_signals: u64,
-    bridges_ok: u64,
-    bridges_failed: u64,
     violations: u64,
     shutting_down: bool,
 }
@@ -217,6 +203,15 @@ impl Actor {
             None => ChaCha8Rng::from_os_rng(),
         };
         let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
+        let mut rng = rng;
+        let bridge = Bridge::new(
+            keypair.peer_id(),
+            n2n_signal_neighbor::Config {
+                timeout: config.bridge_timeout,
+                max_jobs_per_neighbour: config.max_jobs_per_neighbour,
+            },
+            rng.random(),
+        );
         let overlays: Vec<OverlaySlot> = overlays
             .into_iter()
             .map(|overlay| OverlaySlot {
@@ -237,8 +232,10 @@ impl Actor {
             views: BTreeMap::new(),
             peers: BTreeMap::new(),
             sessions: BTreeMap::new(),
-            relay_jobs: BTreeMap::new(),
-            requests: BTreeMap::new(),
+            bridge,
+            bridge_origins: BTreeMap::new(),
+            request_replies: BTreeMap::new(),
+            next_token: 0,
             signalings: Vec::new(),
             overlays,
             overlay_inputs: VecDeque::new(),
@@ -249,9 +246,6 @@ impl Actor {
             internal_rx,
             events_tx,
             pending_events: VecDeque::new(),
-            relayed_signals: 0,
-            bridges_ok: 0,
-            bridges_failed: 0,
             violations: 0,
             shutting_down: false,
         }
@@ -280,7 +274,13 @@ impl Actor {
                 Some(report) = self.internal_rx.recv() => self.on_internal(report),
                 () = sleep_until(deadline) => self.on_timeout(now()),
             }
-            self.drive_overlays();
+            // Overlays and the bridge feed each other; run both until quiet.
+            loop {
+                self.drive_overlays();
+                if !self.drain_bridge() && self.overlay_inputs.is_empty() {
+                    break;
+                }
+            }
             self.flush_events().await;
         }
         info!(peer = %self.local.short(), "node stopped");
@@ -317,11 +317,8 @@ impl Actor {
                 peer.last_recv + self.config.keepalive
             });
         }
-        for job in self.relay_jobs.values() {
-            consider(job.deadline);
-        }
-        for request in self.requests.values() {
-            consider(request.deadline);
+        if let Some(t) = self.bridge.poll_timeout() {
+            consider(t);
         }
         if let Some(((t, _), _)) = self.timers.first_key_value() {
             consider(*t);
@@ -366,28 +363,7 @@ impl Actor {
                 self.close_connection(id, "no arcs left after linger".into());
             }
         }
-        // Relay jobs (we are B).
-        let late: Vec<u64> = self
-            .relay_jobs
-            .iter()
-            .filter(|(_, j)| now >= j.deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for job in late {
-            self.fail_relay_job(job, BridgeFailure::Timeout, None);
-        }
-        // Bridge requests (we are A).
-        let late: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| now >= r.deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(request) = self.requests.remove(&id) {
-                self.finish_request(request, Err(ConnectError::Bridge(BridgeFailure::Timeout)));
-            }
-        }
+        self.bridge.handle_timeout(now);
     }
 
     // ----- commands -----
@@ -449,7 +425,7 @@ impl Actor {
                 from,
                 to,
                 reply,
-            } => self.start_bridge(overlay, from, to, Some(reply), None),
+            } => self.start_bridge(overlay, from, to, BridgeOrigin::Command(reply)),
             Command::RequestBridge {
                 overlay,
                 via,
@@ -545,13 +521,14 @@ impl Actor {
                 .map(|(k, v)| (*k, (v.inview.clone(), v.outview.clone())))
                 .collect(),
             handshakes: self.sessions.len(),
-            relay_jobs: self.relay_jobs.len(),
-            bridge_requests: self.requests.len(),
+            relay_jobs: self.bridge.relay_jobs(),
+            bridge_requests: self.bridge.pending_requests(),
+            bridge_endpoints: self.bridge.endpoint_jobs(),
             waiters: self.sessions.values().map(|s| s.waiters.len()).sum(),
-            relayed_signals: self.relayed_signals,
-            bridges_ok: self.bridges_ok,
-            bridges_failed: self.bridges_failed,
-            protocol_violations: self.violations,
+            relayed_signals: self.bridge.stats().relayed_signals,
+            bridges_ok: self.bridge.stats().bridges_ok,
+            bridges_failed: self.bridge.stats().bridges_failed,
+            protocol_violations: self.violations + self.bridge.stats().violations,
             connection_tasks: self
                 .peers
                 .values()
@@ -801,6 +778,7 @@ impl Actor {
                 _writer: TaskGuard::new(writer),
             },
         );
+        self.bridge.neighbour_up(remote);
         info!(peer = %remote.short(), "connected");
         self.emit(Event::Connected { peer: remote });
         self.refresh_linger(remote);
@@ -848,16 +826,8 @@ impl Actor {
                 self.arc_event(overlay, peer, Direction::Incoming, Some(arc_reason.clone()));
             }
         }
-        // Jobs we relay that involve the peer.
-        let jobs: Vec<u64> = self
-            .relay_jobs
-            .iter()
-            .filter(|(_, j)| j.from == peer || j.to == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for job in jobs {
-            self.fail_relay_job(job, BridgeFailure::PeerGone(peer), Some(peer));
-        }
+        // Jobs relayed by or through the peer fail.
+        self.bridge.neighbour_down(&peer);
         // Handshakes relayed through the peer.
         let sessions: Vec<u64> = self
             .sessions
@@ -867,18 +837,6 @@ impl Actor {
             .collect();
         for session in sessions {
             self.fail_session(session, ConnectError::Bridge(BridgeFailure::PeerGone(peer)));
-        }
-        // Requests sent to the peer.
-        let requests: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.via == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in requests {
-            if let Some(r) = self.requests.remove(&id) {
-                self.finish_request(r, Err(ConnectError::Bridge(BridgeFailure::PeerGone(peer))));
-            }
         }
         self.emit(Event::Disconnected { peer, reason });
     }
@@ -920,26 +878,13 @@ impl Actor {
         match message {
             Message::ArcOpen { overlay } => self.on_arc_open(from, overlay),
             Message::ArcClose { overlay } => self.on_arc_close(from, overlay),
-            Message::ConnectTo {
-                job,
-                overlay,
-                to,
-                request,
-            } => self.on_connect_to(from, job, overlay, to, request),
-            Message::BridgeRequest {
-                request,
-                overlay,
-                to,
-            } => self.start_bridge(overlay, from, to, None, Some(request)),
-            Message::BridgeRefused { request, reason } => {
-                if self.requests.get(&request).is_some_and(|r| r.via == from) {
-                    let r = self.requests.remove(&request).expect("checked");
-                    self.finish_request(r, Err(ConnectError::Bridge(reason)));
-                }
+            Message::Bridge(message) => {
+                let protocols = &self.protocols;
+                self.bridge
+                    .handle_message_checked(now(), from, *message, |o| {
+                        protocols.contains(&ProtocolId(o))
+                    });
             }
-            Message::Relay { job, signal } => self.on_relay(from, job, signal),
-            Message::RelayFailed { job, reason } => self.on_relay_failed(from, job, reason),
-            Message::BridgeResult { job, result } => self.on_bridge_result(from, job, result),
             Message::Overlay { overlay, payload } => match self.overlay_index(overlay) {
                 Some(idx) => self
                     .overlay_inputs
@@ -965,13 +910,6 @@ impl Actor {
     }
 
     // ----- handshakes -----
-
-    fn handshakes_via(&self, via: PeerId) -> usize {
-        self.sessions
-            .values()
-            .filter(|s| matches!(s.path, SignalPath::Relay { via: v, .. } if v == via))
-            .count()
-    }
 
     /// Connects to `remote` (or joins a handshake in progress) and then serves `waiters`.
     fn connect(&mut self, remote: PeerId, path: SignalPath, waiters: Vec<Waiter>) {
@@ -1095,15 +1033,7 @@ impl Actor {
                     warn!("signaling queue full; signal dropped (the handshake will time out)");
                 }
             }
-            SignalPath::Relay { via, job } => {
-                self.send_control(
-                    via,
-                    &Message::Relay {
-                        job,
-                        signal: signed,
-                    },
-                );
-            }
+            SignalPath::Relay { via, job } => self.bridge.relay_signal(via, job, signed),
         }
     }
 
@@ -1114,13 +1044,7 @@ impl Actor {
             Err(e) => {
                 warn!(error = %e, ?path, "signal rejected");
                 if let SignalPath::Relay { via, job } = path {
-                    self.send_control(
-                        via,
-                        &Message::RelayFailed {
-                            job,
-                            reason: BridgeFailure::SignalRejected(e.to_string()),
-                        },
-                    );
+                    self.bridge.signal_rejected(&via, job, e.to_string());
                     // A handshake relayed by this job cannot be trusted to finish.
                     let ours: Vec<u64> = self
                         .sessions
@@ -1183,26 +1107,6 @@ impl Actor {
             let lost = self.sessions.remove(&id).expect("found above");
             waiters = lost.waiters;
         }
-        if let SignalPath::Relay { via, .. } = path
-            && self.handshakes_via(via) >= self.config.max_jobs_per_neighbour
-        {
-            warn!(peer = %remote.short(), "too many relayed handshakes through this neighbour");
-            if let SignalPath::Relay { via, job } = path {
-                self.send_control(
-                    via,
-                    &Message::RelayFailed {
-                        job,
-                        reason: BridgeFailure::TooManyJobs,
-                    },
-                );
-            }
-            self.fail_waiters(
-                remote,
-                waiters,
-                ConnectError::Bridge(BridgeFailure::TooManyJobs),
-            );
-            return;
-        }
         if self.sessions.len() >= self.config.max_handshakes
             || self.peers.len() >= self.config.max_peers
         {
@@ -1224,6 +1128,16 @@ impl Actor {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        if let SignalPath::Relay { via, job } = s.path {
+            // As the target of a bridge, the job ends with the handshake.
+            let outcome = result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| BridgeFailure::Transport(e.to_string()));
+            if !self.bridge.is_opener(&via, job) {
+                self.bridge.handshake_done(&via, job, outcome);
+            }
+        }
         match result {
             Ok(conn) => {
                 if self.peers.contains_key(&s.remote) {
@@ -1244,6 +1158,15 @@ impl Actor {
 
     fn fail_session(&mut self, session: u64, error: ConnectError) {
         if let Some(s) = self.sessions.remove(&session) {
+            if let SignalPath::Relay { via, job } = s.path
+                && !self.bridge.is_opener(&via, job)
+            {
+                self.bridge.handshake_done(
+                    &via,
+                    job,
+                    Err(BridgeFailure::Transport(error.to_string())),
+                );
+            }
             self.fail_waiters(s.remote, s.waiters, error);
             self.refresh_linger(s.remote);
         }
@@ -1257,20 +1180,19 @@ impl Actor {
                     Ok(()) => opened.push(overlay),
                     Err(e) => self.connect_failed(Some(overlay), remote, arc_to_connect(e)),
                 },
-                Waiter::Job { relay, job } => self.send_control(
-                    relay,
-                    &Message::BridgeResult {
-                        job,
-                        result: Ok(()),
-                    },
-                ),
+                Waiter::Job { relay, job } => {
+                    // Reported once the arc (served before) is open.
+                    let result = if opened.is_empty() {
+                        Err(BridgeFailure::Transport(
+                            "the arc could not be opened".into(),
+                        ))
+                    } else {
+                        Ok(())
+                    };
+                    self.bridge.handshake_done(&relay, job, result);
+                }
                 Waiter::Reply(reply) => {
                     let _ = reply.send(Ok(()));
-                }
-                Waiter::Request(id) => {
-                    if let Some(r) = self.requests.remove(&id) {
-                        self.finish_request(r, Ok(()));
-                    }
                 }
             }
         }
@@ -1291,21 +1213,10 @@ impl Actor {
                         ConnectError::Timeout => BridgeFailure::Timeout,
                         other => BridgeFailure::Transport(other.to_string()),
                     };
-                    self.send_control(
-                        relay,
-                        &Message::BridgeResult {
-                            job,
-                            result: Err(failure),
-                        },
-                    );
+                    self.bridge.handshake_done(&relay, job, Err(failure));
                 }
                 Waiter::Reply(reply) => {
                     let _ = reply.send(Err(error.clone()));
-                }
-                Waiter::Request(id) => {
-                    if let Some(r) = self.requests.remove(&id) {
-                        self.finish_request(r, Err(error.clone()));
-                    }
                 }
             }
         }
@@ -1337,303 +1248,42 @@ impl Actor {
 
     // ----- the bridge (neighbour relay) -----
 
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
     /// We are B: make neighbour `from` open an arc to `to` through us.
     fn start_bridge(
         &mut self,
         overlay: ProtocolId,
         from: PeerId,
         to: PeerId,
-        reply: Option<Reply<Result<(), BridgeFailure>>>,
-        request: Option<u64>,
+        origin: BridgeOrigin,
     ) {
-        let refuse = |this: &mut Self,
-                      failure: BridgeFailure,
-                      reply: Option<Reply<Result<(), BridgeFailure>>>| {
-            if let Some(request) = request {
-                this.send_control(
-                    from,
-                    &Message::BridgeRefused {
-                        request,
-                        reason: failure.clone(),
-                    },
-                );
-            }
-            this.bridges_failed += 1;
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(failure));
-            }
-        };
-        let failure = if from == to {
-            Some(BridgeFailure::SelfBridge)
-        } else if !self.peers.contains_key(&from) {
-            Some(BridgeFailure::NotNeighbour(from))
-        } else if to != self.local && !self.peers.contains_key(&to) {
-            Some(BridgeFailure::NotNeighbour(to))
-        } else if !self.protocols.contains(&overlay) {
-            Some(BridgeFailure::Transport(format!(
-                "unknown overlay {overlay:?}"
-            )))
-        } else {
-            let busy = |p: PeerId| {
-                self.relay_jobs
-                    .values()
-                    .filter(|j| j.from == p || j.to == p)
-                    .count()
-            };
-            if busy(from) >= self.config.max_jobs_per_neighbour
-                || (to != self.local && busy(to) >= self.config.max_jobs_per_neighbour)
-            {
-                Some(BridgeFailure::TooManyJobs)
-            } else {
-                None
-            }
-        };
-        if let Some(failure) = failure {
-            debug!(from = %from.short(), to = %to.short(), %failure, "bridge refused");
-            if request.is_none() && reply.is_none() {
-                // An overlay asked: tell it.
-                if let Some(idx) = self.overlay_index(overlay) {
-                    self.overlay_inputs.push_back((
-                        idx,
-                        Input::BridgeFailed {
-                            from,
-                            to,
-                            reason: failure.to_string(),
-                        },
-                    ));
-                }
-            }
-            refuse(self, failure, reply);
-            return;
-        }
-        let job = loop {
-            let id = self.rng.random::<u64>();
-            if !self.relay_jobs.contains_key(&id) {
-                break id;
-            }
-        };
-        self.relay_jobs.insert(
-            job,
-            RelayJob {
-                overlay,
-                from,
-                to,
-                deadline: now() + self.config.bridge_timeout,
-                reply,
-                request,
-            },
-        );
-        debug!(job, from = %from.short(), to = %to.short(), "bridge started");
-        self.send_control(
-            from,
-            &Message::ConnectTo {
-                job,
-                overlay,
-                to,
-                request,
-            },
-        );
-    }
-
-    /// We are A: neighbour `relay` asks us to open an arc to `to`.
-    fn on_connect_to(
-        &mut self,
-        relay: PeerId,
-        job: u64,
-        overlay: ProtocolId,
-        to: PeerId,
-        request: Option<u64>,
-    ) {
-        let mut waiters = vec![Waiter::Arc(overlay), Waiter::Job { relay, job }];
-        if let Some(id) = request
-            && self.requests.get(&id).is_some_and(|r| r.via == relay)
-        {
-            waiters.push(Waiter::Request(id));
-        }
-        if to == self.local {
-            self.send_control(
-                relay,
-                &Message::BridgeResult {
-                    job,
-                    result: Err(BridgeFailure::SelfBridge),
-                },
-            );
-            return;
-        }
         if !self.protocols.contains(&overlay) {
-            self.violation(relay, "ConnectTo for an overlay this node does not run");
-            self.send_control(
-                relay,
-                &Message::BridgeResult {
-                    job,
-                    result: Err(BridgeFailure::Transport("unknown overlay".into())),
-                },
-            );
-            return;
-        }
-        if !self.peers.contains_key(&to)
-            && !self.sessions.values().any(|s| s.remote == to)
-            && self.handshakes_via(relay) >= self.config.max_jobs_per_neighbour
-        {
-            self.send_control(
-                relay,
-                &Message::BridgeResult {
-                    job,
-                    result: Err(BridgeFailure::TooManyJobs),
-                },
-            );
-            return;
-        }
-        self.connect(to, SignalPath::Relay { via: relay, job }, waiters);
-    }
-
-    /// We are B (forward) or the endpoint (deliver).
-    fn on_relay(&mut self, sender: PeerId, job: u64, signal: SignedSignal) {
-        if signal.signal.to == self.local {
-            self.on_signal(signal, SignalPath::Relay { via: sender, job });
-            return;
-        }
-        let Some(j) = self.relay_jobs.get(&job) else {
-            self.send_control(
-                sender,
-                &Message::RelayFailed {
-                    job,
-                    reason: BridgeFailure::UnknownJob,
-                },
-            );
-            return;
-        };
-        let other = if sender == j.from {
-            j.to
-        } else if sender == j.to {
-            j.from
-        } else {
-            self.violation(sender, "relay for a job it is not part of");
-            return;
-        };
-        if signal.signal.from != sender || signal.signal.to != other {
-            self.violation(sender, "relayed signal with a wrong header");
-            self.fail_relay_job(
-                job,
-                BridgeFailure::SignalRejected("signal header does not match the job".into()),
-                None,
-            );
-            return;
-        }
-        if !self.peers.contains_key(&other) {
-            self.fail_relay_job(job, BridgeFailure::PeerGone(other), None);
-            return;
-        }
-        self.relayed_signals += 1;
-        trace!(job, from = %sender.short(), to = %other.short(), "signal relayed");
-        self.send_control(other, &Message::Relay { job, signal });
-    }
-
-    fn on_relay_failed(&mut self, sender: PeerId, job: u64, reason: BridgeFailure) {
-        // As B: an endpoint gave up (for instance it rejected a signal).
-        if self
-            .relay_jobs
-            .get(&job)
-            .is_some_and(|j| j.from == sender || j.to == sender)
-        {
-            self.fail_relay_job(job, reason, Some(sender));
-            return;
-        }
-        // As an endpoint: the relay gave up on our handshake.
-        let ours: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.path == SignalPath::Relay { via: sender, job })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ours {
-            self.fail_session(id, ConnectError::Bridge(reason.clone()));
-        }
-    }
-
-    fn on_bridge_result(&mut self, sender: PeerId, job: u64, result: Result<(), BridgeFailure>) {
-        if self.relay_jobs.get(&job).is_none_or(|j| j.from != sender) {
-            trace!(job, "result of an unknown or finished job ignored");
-            return;
-        }
-        let j = self.relay_jobs.remove(&job).expect("checked");
-        if result.is_ok() {
-            self.bridges_ok += 1;
-        } else {
-            self.bridges_failed += 1;
-            if let Err(reason) = &result
-                && j.request.is_none()
-                && j.reply.is_none()
-                && let Some(idx) = self.overlay_index(j.overlay)
-            {
-                self.overlay_inputs.push_back((
+            let failure = BridgeFailure::UnknownOverlay;
+            match origin {
+                BridgeOrigin::Command(reply) => {
+                    let _ = reply.send(Err(failure));
+                }
+                BridgeOrigin::Overlay(idx) => self.overlay_inputs.push_back((
                     idx,
                     Input::BridgeFailed {
-                        from: j.from,
-                        to: j.to,
-                        reason: reason.to_string(),
+                        from,
+                        to,
+                        reason: failure.to_string(),
                     },
-                ));
+                )),
             }
-        }
-        debug!(job, ok = result.is_ok(), "bridge finished");
-        self.emit(Event::BridgeDone {
-            job,
-            overlay: j.overlay,
-            from: j.from,
-            to: j.to,
-            result: result.clone(),
-        });
-        if let Some(reply) = j.reply {
-            let _ = reply.send(result);
-        }
-    }
-
-    /// Fails a job we relay, telling both endpoints (but `skip`, the one that is gone
-    /// or already knows).
-    fn fail_relay_job(&mut self, job: u64, reason: BridgeFailure, skip: Option<PeerId>) {
-        let Some(j) = self.relay_jobs.remove(&job) else {
             return;
-        };
-        self.bridges_failed += 1;
-        debug!(job, %reason, "bridge failed");
-        for peer in [j.from, j.to] {
-            if Some(peer) != skip && peer != self.local && self.peers.contains_key(&peer) {
-                self.send_control(
-                    peer,
-                    &Message::RelayFailed {
-                        job,
-                        reason: reason.clone(),
-                    },
-                );
-            }
         }
-        if j.request.is_none()
-            && j.reply.is_none()
-            && let Some(idx) = self.overlay_index(j.overlay)
-        {
-            self.overlay_inputs.push_back((
-                idx,
-                Input::BridgeFailed {
-                    from: j.from,
-                    to: j.to,
-                    reason: reason.to_string(),
-                },
-            ));
-        }
-        self.emit(Event::BridgeDone {
-            job,
-            overlay: j.overlay,
-            from: j.from,
-            to: j.to,
-            result: Err(reason.clone()),
-        });
-        if let Some(reply) = j.reply {
-            let _ = reply.send(Err(reason));
-        }
+        let token = self.token();
+        self.bridge_origins.insert(token, origin);
+        self.bridge.bridge(now(), overlay.0, from, to, Some(token));
     }
 
-    /// We are A: ask `via` to connect us to `to`.
+    /// We are A: ask neighbour `via` to connect us to its neighbour `to`.
     fn request_bridge(
         &mut self,
         overlay: ProtocolId,
@@ -1645,56 +1295,123 @@ impl Actor {
             let _ = reply.send(Err(ConnectError::SelfConnect));
             return;
         }
+        if !self.protocols.contains(&overlay) {
+            let _ = reply.send(Err(arc_to_connect(ArcError::UnknownOverlay(overlay))));
+            return;
+        }
         if self.peers.contains_key(&to) {
             let _ = reply.send(self.open_arc(overlay, to).map_err(arc_to_connect));
             return;
         }
-        if !self.peers.contains_key(&via) {
-            let _ = reply.send(Err(ConnectError::NotConnected(via)));
-            return;
-        }
-        if self.requests.values().filter(|r| r.via == via).count()
-            >= self.config.max_jobs_per_neighbour
-        {
-            let _ = reply.send(Err(ConnectError::Bridge(BridgeFailure::TooManyJobs)));
-            return;
-        }
-        let id = loop {
-            let id = self.rng.random::<u64>();
-            if !self.requests.contains_key(&id) {
-                break id;
-            }
-        };
-        self.requests.insert(
-            id,
-            BridgeRequest {
-                overlay,
-                via,
-                to,
-                deadline: now() + self.config.bridge_timeout,
-                reply: Some(reply),
-            },
-        );
-        self.send_control(
-            via,
-            &Message::BridgeRequest {
-                request: id,
-                overlay,
-                to,
-            },
-        );
+        let token = self.token();
+        self.request_replies.insert(token, reply);
+        self.bridge.request(now(), overlay.0, via, to, token);
     }
 
-    fn finish_request(&mut self, mut request: BridgeRequest, result: Result<(), ConnectError>) {
-        if let Err(e) = &result {
-            self.emit(Event::ConnectFailed {
-                overlay: Some(request.overlay),
-                peer: request.to,
-                reason: e.clone(),
-            });
+    /// Carries out what the bridge machine asks.
+    fn drain_bridge(&mut self) -> bool {
+        let mut any = false;
+        while let Some(output) = self.bridge.poll_output() {
+            any = true;
+            self.on_bridge_output(output);
         }
-        if let Some(reply) = request.reply.take() {
-            let _ = reply.send(result);
+        any
+    }
+
+    fn on_bridge_output(&mut self, output: BridgeOutput<PeerId, SignedSignal>) {
+        match output {
+            BridgeOutput::Send { to, message } => {
+                self.send_control(to, &Message::Bridge(Box::new(message)));
+            }
+            BridgeOutput::Connect {
+                via,
+                job,
+                overlay,
+                to,
+            } => {
+                let waiters = vec![
+                    Waiter::Arc(ProtocolId(overlay)),
+                    Waiter::Job { relay: via, job },
+                ];
+                self.connect(to, SignalPath::Relay { via, job }, waiters);
+            }
+            BridgeOutput::Deliver {
+                via,
+                job,
+                from,
+                signal,
+            } => {
+                if signal.signal.from != from {
+                    self.bridge.signal_rejected(
+                        &via,
+                        job,
+                        "signal author does not match the relay header".into(),
+                    );
+                    return;
+                }
+                self.on_signal(signal, SignalPath::Relay { via, job });
+            }
+            BridgeOutput::Abort { via, job, reason } => {
+                let ours: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.path == SignalPath::Relay { via, job })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ours {
+                    self.fail_session(id, ConnectError::Bridge(reason.clone()));
+                }
+            }
+            BridgeOutput::BridgeDone {
+                job,
+                overlay,
+                from,
+                to,
+                token,
+                result,
+            } => {
+                let overlay = ProtocolId(overlay);
+                match token.and_then(|t| self.bridge_origins.remove(&t)) {
+                    Some(BridgeOrigin::Command(reply)) => {
+                        let _ = reply.send(result.clone());
+                    }
+                    Some(BridgeOrigin::Overlay(idx)) => {
+                        if let Err(reason) = &result {
+                            self.overlay_inputs.push_back((
+                                idx,
+                                Input::BridgeFailed {
+                                    from,
+                                    to,
+                                    reason: reason.to_string(),
+                                },
+                            ));
+                        }
+                    }
+                    None => {}
+                }
+                self.emit(Event::BridgeDone {
+                    job,
+                    overlay,
+                    from,
+                    to,
+                    result,
+                });
+            }
+            BridgeOutput::RequestDone {
+                token,
+                overlay,
+                to,
+                result,
+            } => {
+                let result = result.map_err(ConnectError::Bridge);
+                if let Err(e) = &result {
+                    self.connect_failed(Some(ProtocolId(overlay)), to, e.clone());
+                }
+                if let Some(reply) = self.request_replies.remove(&token) {
+                    let _ = reply.send(result);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1743,7 +1460,9 @@ impl Actor {
                     debug!(peer = %to.short(), error = %e, "overlay closed an arc it did not have");
                 }
             }
-            Output::Bridge { from, to } => self.start_bridge(id, from, to, None, None),
+            Output::Bridge { from, to } => {
+                self.start_bridge(id, from, to, BridgeOrigin::Overlay(idx))
+            }
             Output::SetTimer { at, timer } => {
                 self.timer_seq += 1;
                 self.timers.insert((at, self.timer_seq), (idx, timer));
@@ -1759,20 +1478,13 @@ impl Actor {
             return;
         }
         self.shutting_down = true;
-        let jobs: Vec<u64> = self.relay_jobs.keys().copied().collect();
-        for job in jobs {
-            self.fail_relay_job(job, BridgeFailure::ShuttingDown, None);
-        }
+        self.bridge.shutdown();
+        self.drain_bridge();
         let sessions: Vec<u64> = self.sessions.keys().copied().collect();
         for s in sessions {
             self.fail_session(s, ConnectError::Shutdown);
         }
-        let requests: Vec<u64> = self.requests.keys().copied().collect();
-        for id in requests {
-            if let Some(r) = self.requests.remove(&id) {
-                self.finish_request(r, Err(ConnectError::Shutdown));
-            }
-        }
+        self.drain_bridge();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
             self.send_control(peer, &Message::Close);

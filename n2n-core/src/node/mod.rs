@@ -262,6 +262,8 @@ pub struct Snapshot {
     pub relay_jobs: usize,
     /// Bridges this node asked a neighbour for, not yet answered.
     pub bridge_requests: usize,
+    /// Bridge jobs this node takes part in as the opening or the target peer.
+    pub bridge_endpoints: usize,
     /// Commands waiting for a reply.
     pub waiters: usize,
     /// Signals relayed for neighbours since start.
