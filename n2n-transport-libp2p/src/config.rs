@@ -90,6 +90,11 @@ pub struct Config {
     pub protocols: Vec<Protocol>,
     /// Addresses to listen on. Empty: `127.0.0.1` with an OS-chosen port for each
     /// protocol (loopback only; set this to reach other machines).
+    ///
+    /// On a host with several interfaces, let QUIC listen on the unspecified
+    /// address (`/ip4/0.0.0.0/udp/<port>/quic-v1`): libp2p's QUIC dials from one
+    /// of its listening sockets, and a socket bound to one interface's address
+    /// would send to the others with a source address they cannot answer.
     pub listen: Vec<Multiaddr>,
     /// Addresses handed to remotes in signals instead of the listen addresses
     /// (for a host behind a port mapping). Empty: the listen addresses.
