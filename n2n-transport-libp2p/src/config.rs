@@ -97,7 +97,9 @@ pub struct Config {
     /// would send to the others with a source address they cannot answer.
     pub listen: Vec<Multiaddr>,
     /// Addresses handed to remotes in signals instead of the listen addresses
-    /// (for a host behind a port mapping). Empty: the listen addresses.
+    /// (for a host behind a port mapping). Empty: the listen addresses, less the
+    /// loopback ones when there are others (on the remote's host a loopback
+    /// address names the remote's own machine).
     pub announce: Vec<Multiaddr>,
     /// Largest message a connection carries, in bytes.
     pub max_message: usize,

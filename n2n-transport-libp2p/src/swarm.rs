@@ -311,11 +311,12 @@ impl Driver {
         let result = if !self.announce.is_empty() {
             Ok(self.announce.clone())
         } else if self.listeners.iter().all(|(_, l)| l.settled) {
-            let addrs: Vec<Multiaddr> = self
-                .listeners
-                .iter()
-                .flat_map(|(_, l)| l.addrs.iter().cloned())
-                .collect();
+            let addrs = announceable(
+                self.listeners
+                    .iter()
+                    .flat_map(|(_, l)| l.addrs.iter().cloned())
+                    .collect(),
+            );
             if addrs.is_empty() {
                 Err("no listener is up".to_string())
             } else {
@@ -330,9 +331,53 @@ impl Driver {
     }
 }
 
+/// The listen addresses worth handing to a remote. Loopback addresses are left
+/// out when there are others: on the remote's host they name the remote's own
+/// loopback, where another peer may listen on the same port. IPv6 link-local
+/// addresses are left out too (unusable without a scope).
+pub(crate) fn announceable(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol as Segment;
+    let is_loopback = |a: &Multiaddr| match a.iter().next() {
+        Some(Segment::Ip4(ip)) => ip.is_loopback(),
+        Some(Segment::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    let is_link_local = |a: &Multiaddr| matches!(a.iter().next(), Some(Segment::Ip6(ip)) if ip.is_unicast_link_local());
+    let usable: Vec<Multiaddr> = addrs.into_iter().filter(|a| !is_link_local(a)).collect();
+    if usable.iter().all(is_loopback) {
+        return usable;
+    }
+    usable.into_iter().filter(|a| !is_loopback(a)).collect()
+}
+
 fn dial_failure(error: &DialError) -> DialFailure {
     match error {
         DialError::WrongPeerId { obtained, .. } => DialFailure::WrongPeer(*obtained),
         other => DialFailure::Unreachable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn loopback_is_announced_only_when_alone() {
+        let only_loopback = addrs(&["/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"]);
+        assert_eq!(announceable(only_loopback.clone()), only_loopback);
+        assert_eq!(
+            announceable(addrs(&[
+                "/ip4/127.0.0.1/tcp/1",
+                "/ip4/10.77.12.1/tcp/1",
+                "/ip6/fe80::1/tcp/1",
+                "/ip6/::1/tcp/1",
+            ])),
+            addrs(&["/ip4/10.77.12.1/tcp/1"])
+        );
+        assert!(announceable(Vec::new()).is_empty());
     }
 }

@@ -32,8 +32,10 @@ async fn two_peers(protocols: &[Protocol]) {
     })
     .await;
     for (me, them) in [(&a, &b), (&b, &a)] {
-        assert_eq!(me.out_count(them.id).await, 1);
-        assert_eq!(me.in_count(them.id).await, 1);
+        eventually(5, "one arc each way", || async {
+            me.out_count(them.id).await == 1 && me.in_count(them.id).await == 1
+        })
+        .await;
         let snap = me.handle().snapshot().await;
         assert_eq!(snap.neighbours.len(), 1, "one connection carries both arcs");
         assert_eq!(snap.handshakes, 0);
