@@ -1,0 +1,733 @@
+//! The Spray state machine.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Instant;
+
+use n2n_core::arc::{Direction, Inview, Outview};
+use n2n_core::overlay::{ArcCloseReason, ConnectionState, Input, Output, Overlay};
+use n2n_core::wire::ProtocolId;
+use rand::Rng;
+use tracing::{debug, trace, warn};
+
+use super::config::Config;
+use super::message::Message;
+use super::view::{Mark, PartialView};
+
+/// The protocol id of Spray's arcs and messages (`ProtocolId::from_name("spray")`).
+pub const PROTOCOL: ProtocolId = ProtocolId::from_name("spray");
+
+/// `γ − 1/2`: the mean view of a Spray network of N peers built by joins is
+/// `1 + Σ_{k=3..N} 1/k ≈ ln N + γ − 1/2`, so `N ≈ exp(mean view − (γ − 1/2))`.
+const VIEW_OFFSET: f64 = 0.577_215_664_901_532_9 - 0.5;
+
+/// Spray's timers, handed back in `Input::Timer` when they fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Time for the periodic shuffle (every [`Config::delta`]).
+    Shuffle,
+    /// The partner of shuffle `id` has not answered in time.
+    ExchangeTimeout {
+        /// The exchange.
+        id: u64,
+    },
+    /// The linger after a graceful leave is over: close the remaining arcs.
+    Leave,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeavePhase {
+    Member,
+    Lingering,
+    Left,
+}
+
+#[derive(Clone, Debug)]
+struct PendingExchange<P> {
+    id: u64,
+    partner: P,
+}
+
+/// A Spray peer: the partial view (outview multiset with ages), the inview,
+/// and the shuffle, join, leave and failure rules of the paper.
+///
+/// Methods follow one taxonomy: getters (`partial_view`, `size_estimate`, …);
+/// [`Overlay::handle`] for every input (commands, arc events, messages,
+/// timers); [`Overlay::poll_output`] for outputs, in the order produced.
+///
+/// # The rules, as implemented
+///
+/// - **Join.** The newcomer opens an arc to its contact and sends it
+///   [`Message::Join`]. The contact bridges one arc from each of its outview
+///   arc occurrences to the newcomer (`Bridge { from: x, to: newcomer }`). If
+///   its outview is empty (a 1-peer network, or a contact left without arcs) it
+///   opens one arc back to the newcomer instead, so that a 2-peer network has
+///   one arc each way and the mean view of N peers is `1 + Σ_{k=3..N} 1/k`.
+/// - **Shuffle**, every Δ: ages grow by one; `q` is the oldest arc; the
+///   sample is `⌈|P|/2⌉ − 1` other arcs drawn at random plus that arc to `q`.
+///   The sample is reserved and [`Message::Exchange`] goes to `q`. `q` draws
+///   `⌈|P_q|/2⌉` arcs, answers, and gives them away at once. On the answer, the
+///   initiator gives its sample away. Giving arc `x → s` to partner `y` means
+///   `Bridge { from: y, to: s }` then `CloseArc { to: s }`; an arc to the
+///   partner itself becomes an arc from the partner to us (`to: self`). This
+///   replacement applies to every element of both samples: the published
+///   pseudo-code replaced the initiator's id in the wrong sample. The arc
+///   total is unchanged; duplicates are kept.
+/// - **Exchange timeout**: the partner is handled as down (below); the
+///   reserved sample stays ours.
+/// - **Peer down** (`ArcClosed { reason: PeerDown }` for every outgoing arc of
+///   `q`, or an exchange timeout): with `occ` the arcs to `q` lost, the rule
+///   runs `occ` times (the published loop ran `occ + 1` times): with
+///   probability `1 − 1/(|P| + occ)`, duplicate an arc drawn at random from P.
+/// - **Arc down** (`ConnectFailed`): always duplicate an arc drawn at random.
+/// - **Leave**: bridge `|P| − 1` random (inview, outview) arc pairs through
+///   us, tell the inview ([`Message::Leave`]: close your arcs to me, no crash
+///   handling), and close the outview after [`Config::leave_linger`]. A
+///   departure thus removes about `ln N + 1` arcs, what a join added.
+pub struct State<P, R> {
+    local: P,
+    config: Config,
+    rng: R,
+    view: PartialView<P>,
+    outview: Outview<P>,
+    inview: Inview<P>,
+    round: u32,
+    outputs: VecDeque<Output<P, Timer>>,
+    connection: ConnectionState,
+    shuffle_armed: bool,
+    exchange: Option<PendingExchange<P>>,
+    next_exchange: u64,
+    down: Vec<(P, u32)>,
+    leave: LeavePhase,
+    mean_view: Option<f64>,
+    scratch: Vec<usize>,
+}
+
+impl<P: fmt::Debug, R> fmt::Debug for State<P, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("local", &self.local)
+            .field("view", &self.view)
+            .field("inview", &self.inview)
+            .field("connection", &self.connection)
+            .field("round", &self.round)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P, R> State<P, R>
+where
+    P: Ord + Clone + fmt::Debug + Send + 'static,
+    R: Rng + Send + 'static,
+{
+    /// A peer called `local`, not yet in any overlay, drawing its random
+    /// choices from `rng` (seed it for reproducible runs).
+    pub fn new(local: P, config: Config, rng: R) -> Self {
+        Self {
+            local,
+            config,
+            rng,
+            view: PartialView::new(),
+            outview: Outview::new(),
+            inview: Inview::new(),
+            round: 0,
+            outputs: VecDeque::new(),
+            connection: ConnectionState::Disconnected,
+            shuffle_armed: false,
+            exchange: None,
+            next_exchange: 0,
+            down: Vec::new(),
+            leave: LeavePhase::Member,
+            mean_view: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    // ----- getters -----
+
+    /// The local peer id.
+    pub fn local(&self) -> &P {
+        &self.local
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The partial view as Spray sees it: `(peer, age)` for every arc
+    /// occurrence, arcs being closed excluded, in arrival order. An age counts
+    /// the shuffles since the arc arrived.
+    pub fn partial_view(&self) -> impl Iterator<Item = (&P, u32)> + '_ {
+        self.view
+            .entries()
+            .iter()
+            .filter(|e| e.mark != Mark::Closing)
+            .map(|e| (&e.peer, self.round - e.born))
+    }
+
+    /// Size of the partial view `|P|` (arcs being closed excluded).
+    pub fn view_size(&self) -> usize {
+        self.view.size()
+    }
+
+    /// The connection state (from the arc mirrors).
+    pub fn connection_state(&self) -> ConnectionState {
+        self.connection
+    }
+
+    /// The partner and id of the shuffle this peer started and is waiting on.
+    pub fn pending_exchange(&self) -> Option<(&P, u64)> {
+        self.exchange.as_ref().map(|e| (&e.partner, e.id))
+    }
+
+    /// Whether [`Input::Leave`] was received.
+    pub fn is_leaving(&self) -> bool {
+        self.leave != LeavePhase::Member
+    }
+
+    /// The network size estimated from the local view only: `exp(|P| − 0.077)`
+    /// (the mean view is `ln N + γ − 1/2`). Within a factor of e per arc of
+    /// deviation: use [`State::size_estimate`] for a usable figure.
+    pub fn local_size_estimate(&self) -> f64 {
+        (self.view.size() as f64 - VIEW_OFFSET).exp()
+    }
+
+    /// The running mean of view sizes, averaged with the shuffle partners'
+    /// (push-pull averaging over the exchanges, mixed with the local size).
+    pub fn mean_view(&self) -> f64 {
+        self.mean_view.unwrap_or(self.view.size() as f64)
+    }
+
+    /// The network size estimated from [`State::mean_view`].
+    pub fn size_estimate(&self) -> f64 {
+        (self.mean_view() - VIEW_OFFSET).exp()
+    }
+
+    // ----- helpers -----
+
+    fn push(&mut self, output: Output<P, Timer>) {
+        self.outputs.push_back(output);
+    }
+
+    fn send(&mut self, to: P, message: Message) {
+        self.push(Output::Send {
+            to,
+            payload: message.encode(),
+        });
+    }
+
+    fn arm_shuffle(&mut self, now: Instant) {
+        if !self.shuffle_armed && self.leave == LeavePhase::Member {
+            self.shuffle_armed = true;
+            let at = now + self.config.delta;
+            self.push(Output::SetTimer {
+                at,
+                timer: Timer::Shuffle,
+            });
+        }
+    }
+
+    fn mix_mean(&mut self) -> f64 {
+        let size = self.view.size() as f64;
+        let mean = self.mean_view.map_or(size, |m| (m + size) / 2.0);
+        self.mean_view = Some(mean);
+        mean
+    }
+
+    /// Draws `k` distinct entries among those marked `Live` (except `skip`)
+    /// into `self.scratch[..k]`; returns how many were drawn.
+    fn sample_live(&mut self, k: usize, skip: Option<usize>) -> usize {
+        self.scratch.clear();
+        self.scratch.extend(
+            self.view
+                .entries()
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| e.mark == Mark::Live && Some(*i) != skip)
+                .map(|(i, _)| i),
+        );
+        let k = k.min(self.scratch.len());
+        for i in 0..k {
+            let j = self.rng.random_range(i..self.scratch.len());
+            self.scratch.swap(i, j);
+        }
+        self.scratch.truncate(k);
+        k
+    }
+
+    /// The peer of the `k`-th arc of the partial view (closing arcs excluded).
+    fn nth_in_view(&self, k: usize) -> P {
+        self.view
+            .entries()
+            .iter()
+            .filter(|e| e.mark != Mark::Closing)
+            .nth(k)
+            .map(|e| e.peer.clone())
+            .expect("k < view size")
+    }
+
+    /// Gives the entries listed in `self.scratch` away to `partner`: bridges
+    /// first, then closes.
+    fn give_sample(&mut self, partner: &P) {
+        let indices = std::mem::take(&mut self.scratch);
+        for &i in &indices {
+            let peer = self.view.entries()[i].peer.clone();
+            let to = if &peer == partner {
+                self.local.clone()
+            } else {
+                peer
+            };
+            self.push(Output::Bridge {
+                from: partner.clone(),
+                to,
+            });
+        }
+        for &i in &indices {
+            self.view.set_mark(i, Mark::Closing);
+            let to = self.view.entries()[i].peer.clone();
+            self.push(Output::CloseArc { to });
+        }
+        self.scratch = indices;
+    }
+
+    /// Marks every arc to `peer` still in the view as closing and closes it;
+    /// returns how many there were.
+    fn close_all(&mut self, peer: &P) -> u32 {
+        let mut n = 0;
+        for i in 0..self.view.entries().len() {
+            let e = &self.view.entries()[i];
+            if &e.peer == peer && e.mark != Mark::Closing {
+                self.view.set_mark(i, Mark::Closing);
+                self.push(Output::CloseArc { to: peer.clone() });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn cancel_exchange(&mut self) {
+        if self.exchange.take().is_some() {
+            self.view.remark(Mark::Reserved, Mark::Live);
+        }
+    }
+
+    /// The peer-down rule, once `occ` arcs to a peer are gone from the view:
+    /// `occ` times, with probability `1 − 1/(|P| + occ)`, duplicate a random arc
+    /// (arcs duplicated in this loop count in P).
+    fn duplicate_after_down(&mut self, occ: u32) {
+        let occ = occ as usize;
+        let base = self.view.size();
+        let mut added: Vec<P> = Vec::new();
+        for _ in 0..occ {
+            let size = base + added.len();
+            if size == 0 {
+                break;
+            }
+            let keep = 1.0 / (size + occ) as f64;
+            if self.rng.random::<f64>() > keep {
+                let k = self.rng.random_range(0..size);
+                let peer = if k < base {
+                    self.nth_in_view(k)
+                } else {
+                    added[k - base].clone()
+                };
+                added.push(peer.clone());
+                self.push(Output::OpenArc { to: peer });
+            }
+        }
+        debug!(occ, duplicated = added.len(), "spray: peer down handled");
+    }
+
+    // ----- inputs -----
+
+    fn handle_join(&mut self, now: Instant, contact: P) {
+        if contact == self.local {
+            warn!("spray: join through ourselves ignored");
+            return;
+        }
+        match self.leave {
+            LeavePhase::Lingering => {
+                warn!("spray: join while leaving ignored");
+                return;
+            }
+            LeavePhase::Left => self.leave = LeavePhase::Member,
+            LeavePhase::Member => {}
+        }
+        if self.connection == ConnectionState::Connected {
+            warn!(?contact, "spray: already connected, join ignored");
+            return;
+        }
+        debug!(?contact, "spray: joining");
+        self.push(Output::OpenArc {
+            to: contact.clone(),
+        });
+        self.send(contact, Message::Join);
+        self.arm_shuffle(now);
+    }
+
+    fn handle_leave(&mut self, now: Instant) {
+        if self.leave != LeavePhase::Member {
+            return;
+        }
+        self.leave = LeavePhase::Lingering;
+        self.cancel_exchange();
+        let mut outs: Vec<P> = self
+            .view
+            .entries()
+            .iter()
+            .filter(|e| e.mark != Mark::Closing)
+            .map(|e| e.peer.clone())
+            .collect();
+        for i in (1..outs.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            outs.swap(i, j);
+        }
+        outs.pop();
+        for to in outs {
+            let eligible = self.inview.len() - self.inview.count(&to) as usize;
+            if eligible == 0 {
+                continue;
+            }
+            let k = self.rng.random_range(0..eligible);
+            let from = self
+                .inview
+                .occurrences()
+                .filter(|p| **p != to)
+                .nth(k)
+                .cloned()
+                .expect("k < eligible occurrences");
+            self.push(Output::Bridge { from, to });
+        }
+        let inview: Vec<P> = self.inview.peers().cloned().collect();
+        for to in inview {
+            self.send(to, Message::Leave);
+        }
+        self.push(Output::SetTimer {
+            at: now + self.config.leave_linger,
+            timer: Timer::Leave,
+        });
+    }
+
+    fn handle_arc_opened(&mut self, now: Instant, peer: P, direction: Direction) {
+        match direction {
+            Direction::Incoming => {
+                self.inview.insert(peer);
+            }
+            Direction::Outgoing => {
+                self.outview.insert(peer.clone());
+                self.view.push(peer.clone(), self.round);
+                if self.leave == LeavePhase::Left {
+                    let i = self.view.entries().len() - 1;
+                    self.view.set_mark(i, Mark::Closing);
+                    self.push(Output::CloseArc { to: peer });
+                }
+            }
+        }
+        self.arm_shuffle(now);
+    }
+
+    fn handle_arc_closed(&mut self, peer: P, direction: Direction, reason: ArcCloseReason) {
+        if direction == Direction::Incoming {
+            if !self.inview.remove(&peer) {
+                warn!(
+                    ?peer,
+                    "spray: incoming arc closed that the inview did not hold"
+                );
+            }
+            return;
+        }
+        let Some(mark) = self.view.remove_one(&peer) else {
+            warn!(
+                ?peer,
+                "spray: outgoing arc closed that the view did not hold"
+            );
+            return;
+        };
+        self.outview.remove(&peer);
+        if matches!(reason, ArcCloseReason::PeerDown(_)) && mark != Mark::Closing {
+            if self.exchange.as_ref().is_some_and(|e| e.partner == peer) {
+                self.cancel_exchange();
+            }
+            match self.down.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, n)) => *n += 1,
+                None => self.down.push((peer.clone(), 1)),
+            }
+        }
+        if !self.view.contains(&peer)
+            && let Some(i) = self.down.iter().position(|(p, _)| *p == peer)
+        {
+            let (_, occ) = self.down.swap_remove(i);
+            if self.leave == LeavePhase::Member {
+                self.duplicate_after_down(occ);
+            }
+        }
+    }
+
+    fn handle_arc_down(&mut self, peer: P, reason: &str) {
+        if self.leave != LeavePhase::Member {
+            return;
+        }
+        let size = self.view.size();
+        if size == 0 {
+            debug!(?peer, reason, "spray: arc down with an empty view");
+            return;
+        }
+        let k = self.rng.random_range(0..size);
+        let to = self.nth_in_view(k);
+        debug!(?peer, reason, duplicate = ?to, "spray: arc down");
+        self.push(Output::OpenArc { to });
+    }
+
+    fn handle_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Shuffle => {
+                self.shuffle_armed = false;
+                if self.leave != LeavePhase::Member {
+                    return;
+                }
+                self.arm_shuffle(now);
+                self.shuffle(now);
+            }
+            Timer::ExchangeTimeout { id } => {
+                if self.exchange.as_ref().is_some_and(|e| e.id == id) {
+                    let partner = self.exchange.as_ref().expect("checked").partner.clone();
+                    debug!(?partner, id, "spray: exchange timed out, partner down");
+                    self.cancel_exchange();
+                    let occ = self.close_all(&partner);
+                    self.duplicate_after_down(occ);
+                }
+            }
+            Timer::Leave => {
+                if self.leave == LeavePhase::Lingering {
+                    self.leave = LeavePhase::Left;
+                    let peers: Vec<P> = self.outview.peers().cloned().collect();
+                    for p in peers {
+                        self.close_all(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn shuffle(&mut self, now: Instant) {
+        self.round = self.round.wrapping_add(1);
+        if self.exchange.is_some() {
+            debug!("spray: previous exchange still pending, round skipped");
+            return;
+        }
+        let Some(qi) = self.view.oldest_live() else {
+            return;
+        };
+        let live = self
+            .view
+            .entries()
+            .iter()
+            .filter(|e| e.mark == Mark::Live)
+            .count();
+        let k = live.div_ceil(2) - 1;
+        self.sample_live(k, Some(qi));
+        self.view.set_mark(qi, Mark::Reserved);
+        for n in 0..self.scratch.len() {
+            let i = self.scratch[n];
+            self.view.set_mark(i, Mark::Reserved);
+        }
+        let partner = self.view.entries()[qi].peer.clone();
+        let id = self.next_exchange;
+        self.next_exchange += 1;
+        let mean_view = self.mix_mean() as f32;
+        trace!(?partner, id, sample = k + 1, "spray: shuffle");
+        self.send(partner.clone(), Message::Exchange { id, mean_view });
+        self.push(Output::SetTimer {
+            at: now + self.config.exchange_timeout,
+            timer: Timer::ExchangeTimeout { id },
+        });
+        self.exchange = Some(PendingExchange { id, partner });
+    }
+
+    fn on_message(&mut self, now: Instant, from: P, message: Message) {
+        match message {
+            Message::Join => self.on_join(now, from),
+            Message::Exchange { id, mean_view } => self.on_exchange(from, id, mean_view),
+            Message::ExchangeReply { id, mean_view } => self.on_exchange_reply(from, id, mean_view),
+            Message::Leave => self.on_leave(from),
+        }
+    }
+
+    fn on_join(&mut self, now: Instant, newcomer: P) {
+        if self.leave != LeavePhase::Member || newcomer == self.local {
+            debug!(?newcomer, "spray: join ignored");
+            return;
+        }
+        let targets: Vec<P> = self
+            .view
+            .entries()
+            .iter()
+            .filter(|e| e.mark != Mark::Closing && e.peer != newcomer)
+            .map(|e| e.peer.clone())
+            .collect();
+        debug!(?newcomer, arcs = targets.len(), "spray: newcomer");
+        if targets.is_empty() {
+            self.push(Output::OpenArc { to: newcomer });
+        } else {
+            for from in targets {
+                self.push(Output::Bridge {
+                    from,
+                    to: newcomer.clone(),
+                });
+            }
+        }
+        self.arm_shuffle(now);
+    }
+
+    fn on_exchange(&mut self, from: P, id: u64, their_mean: f32) {
+        if self.leave != LeavePhase::Member {
+            debug!(?from, "spray: exchange while leaving ignored");
+            return;
+        }
+        let live = self
+            .view
+            .entries()
+            .iter()
+            .filter(|e| e.mark == Mark::Live)
+            .count();
+        self.sample_live(live.div_ceil(2), None);
+        let mine = self.mix_mean();
+        let mean = (mine + f64::from(their_mean)) / 2.0;
+        self.mean_view = Some(mean);
+        self.send(
+            from.clone(),
+            Message::ExchangeReply {
+                id,
+                mean_view: mean as f32,
+            },
+        );
+        self.give_sample(&from);
+    }
+
+    fn on_exchange_reply(&mut self, from: P, id: u64, mean: f32) {
+        if !self
+            .exchange
+            .as_ref()
+            .is_some_and(|e| e.id == id && e.partner == from)
+        {
+            debug!(?from, id, "spray: stale exchange reply ignored");
+            return;
+        }
+        self.exchange = None;
+        self.mean_view = Some(f64::from(mean));
+        self.scratch.clear();
+        self.scratch.extend(
+            self.view
+                .entries()
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.mark == Mark::Reserved)
+                .map(|(i, _)| i),
+        );
+        self.give_sample(&from);
+    }
+
+    fn on_leave(&mut self, from: P) {
+        if self.exchange.as_ref().is_some_and(|e| e.partner == from) {
+            self.cancel_exchange();
+        }
+        let n = self.close_all(&from);
+        debug!(peer = ?from, arcs = n, "spray: neighbour leaves");
+    }
+
+    fn update_connection(&mut self) {
+        let state = ConnectionState::of(self.inview.len(), self.outview.len());
+        if state != self.connection {
+            self.connection = state;
+            self.push(Output::StateChanged(state));
+        }
+    }
+}
+
+impl<P, R> Overlay<P> for State<P, R>
+where
+    P: Ord + Clone + fmt::Debug + Send + 'static,
+    R: Rng + Send + 'static,
+{
+    type Timer = Timer;
+
+    fn protocol(&self) -> ProtocolId {
+        PROTOCOL
+    }
+
+    fn handle(&mut self, now: Instant, input: Input<P, Timer>) {
+        match input {
+            Input::Join { contact } => self.handle_join(now, contact),
+            Input::Leave => self.handle_leave(now),
+            Input::ArcOpened { peer, direction } => self.handle_arc_opened(now, peer, direction),
+            Input::ArcClosed {
+                peer,
+                direction,
+                reason,
+            } => self.handle_arc_closed(peer, direction, reason),
+            Input::ConnectFailed { peer, reason } => self.handle_arc_down(peer, &reason),
+            Input::BridgeFailed { from, to, reason } => {
+                // The peer that was to open the arc handles it as arc down.
+                debug!(?from, ?to, reason, "spray: bridge failed");
+            }
+            Input::Message { from, payload } => match Message::decode(&payload) {
+                Ok(message) => self.on_message(now, from, message),
+                Err(error) => warn!(?from, %error, "spray: invalid message dropped"),
+            },
+            Input::Timer(timer) => self.handle_timer(now, timer),
+        }
+        self.update_connection();
+    }
+
+    fn poll_output(&mut self) -> Option<Output<P, Timer>> {
+        self.outputs.pop_front()
+    }
+
+    fn inview(&self) -> &Inview<P> {
+        &self.inview
+    }
+
+    fn outview(&self) -> &Outview<P> {
+        &self.outview
+    }
+
+    /// Up to `k` distinct neighbours: drawn from the partial view first, then
+    /// topped up from the inview (as the JavaScript `getPeers` did), so that a
+    /// peer with a small view still offers all the neighbours it has.
+    fn peers(&mut self, k: usize) -> Vec<P> {
+        let mut out: Vec<P> = self
+            .outview
+            .peers()
+            .filter(|p| {
+                self.view
+                    .entries()
+                    .iter()
+                    .any(|e| &e.peer == *p && e.mark != Mark::Closing)
+            })
+            .cloned()
+            .collect();
+        pick_prefix(&mut self.rng, &mut out, k);
+        if out.len() < k {
+            let mut extra: Vec<P> = self
+                .inview
+                .peers()
+                .filter(|p| !out.contains(p))
+                .cloned()
+                .collect();
+            pick_prefix(&mut self.rng, &mut extra, k - out.len());
+            out.extend(extra);
+        }
+        out
+    }
+}
+
+/// Keeps `k` elements of `v` drawn uniformly without replacement, in random order.
+fn pick_prefix<T, R: Rng>(rng: &mut R, v: &mut Vec<T>, k: usize) {
+    let k = k.min(v.len());
+    for i in 0..k {
+        let j = rng.random_range(i..v.len());
+        v.swap(i, j);
+    }
+    v.truncate(k);
+}
