@@ -12,13 +12,22 @@
 //! Set-up is measured cold (two fresh transports, so a new libp2p connection
 //! each time) and warm (a further n2n connection between the same two
 //! transports, which reuses their libp2p connection and only opens a stream).
+//!
+//! The same figures for bare libp2p (two swarms with `libp2p-stream`, dialing
+//! each other directly, raw bytes on one stream) are printed alongside, from
+//! the same run, with the ratio of the transport to them.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, StreamProtocol, Swarm};
 use n2n_core::transport::{Connection, SignalPipe, Transport};
 use n2n_core::{Keypair, PeerId};
+use n2n_transport_libp2p::libp2p;
 use n2n_transport_libp2p::{Config, Libp2pTransport, Protocol};
 use rand::SeedableRng;
 
@@ -86,7 +95,21 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-async fn measure(protocol: Protocol) -> anyhow::Result<()> {
+struct Figures {
+    cold: Vec<Duration>,
+    warm: Vec<Duration>,
+    rtt: Vec<Duration>,
+    /// (message size, MiB/s)
+    rates: Vec<(usize, f64)>,
+}
+
+const COLD_RUNS: usize = 30;
+const WARM_RUNS: usize = 100;
+const ROUND_TRIPS: usize = 2000;
+const VOLUME: usize = 512 * 1024 * 1024;
+const SIZES: [usize; 2] = [64 * 1024, 1024 * 1024];
+
+async fn measure_transport(protocol: Protocol) -> anyhow::Result<Figures> {
     let config = Config {
         protocols: vec![protocol],
         ..Config::default()
@@ -96,7 +119,7 @@ async fn measure(protocol: Protocol) -> anyhow::Result<()> {
 
     // Cold set-up: fresh transports (new swarms, new libp2p connection).
     let mut cold = Vec::new();
-    for i in 0..30 {
+    for i in 0..=COLD_RUNS {
         let ta = Libp2pTransport::new(&ka, config.clone())?;
         let tb = Libp2pTransport::new(&kb, config.clone())?;
         ta.listen_addrs().await?;
@@ -111,7 +134,7 @@ async fn measure(protocol: Protocol) -> anyhow::Result<()> {
     let tb = Libp2pTransport::new(&kb, config.clone())?;
     setup_once(&ta, &tb, a, b).await?;
     let mut warm = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..WARM_RUNS {
         warm.push(setup_once(&ta, &tb, a, b).await.context("warm set-up")?);
     }
 
@@ -127,7 +150,7 @@ async fn measure(protocol: Protocol) -> anyhow::Result<()> {
     });
     let mut rtt = Vec::new();
     let small = Bytes::from(vec![0u8; 64]);
-    for i in 0..2100 {
+    for i in 0..ROUND_TRIPS + 100 {
         let start = Instant::now();
         ca.send(small.clone()).await?;
         ca.recv().await?;
@@ -140,10 +163,9 @@ async fn measure(protocol: Protocol) -> anyhow::Result<()> {
 
     // One-way throughput.
     let mut rates = Vec::new();
-    for size in [64 * 1024, 1024 * 1024] {
+    for size in SIZES {
         let (ca, cb) = connect(&ta, &tb, a, b).await?;
-        let total: usize = 512 * 1024 * 1024;
-        let count = total / size;
+        let count = VOLUME / size;
         let sink = tokio::spawn(async move {
             let mut got = 0usize;
             for _ in 0..count {
@@ -157,47 +179,247 @@ async fn measure(protocol: Protocol) -> anyhow::Result<()> {
             ca.send(message.clone()).await?;
         }
         let (got, end) = sink.await?;
-        anyhow::ensure!(got == total, "received {got} of {total} bytes");
-        let secs = (end - start).as_secs_f64();
-        rates.push((size, total as f64 / secs / (1024.0 * 1024.0)));
+        anyhow::ensure!(got == VOLUME, "received {got} of {VOLUME} bytes");
+        rates.push((size, mib_per_s(VOLUME, end - start)));
         ca.close().await;
     }
+    Ok(Figures {
+        cold,
+        warm,
+        rtt,
+        rates,
+    })
+}
 
+fn mib_per_s(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / (1024.0 * 1024.0)
+}
+
+const BARE: StreamProtocol = StreamProtocol::new("/bare-echo/1");
+const BARE_SINK: StreamProtocol = StreamProtocol::new("/bare-sink/1");
+
+/// A bare swarm: the same stacks, one `libp2p-stream` behaviour.
+fn bare_swarm(
+    key: &Keypair,
+    protocol: Protocol,
+) -> anyhow::Result<Swarm<libp2p_stream::Behaviour>> {
+    let identity = n2n_transport_libp2p::identity::libp2p_keypair(key);
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(30));
+    let builder = libp2p::SwarmBuilder::with_existing_identity(identity).with_tokio();
+    Ok(match protocol {
+        Protocol::Tcp => builder
+            .with_tcp(
+                libp2p::tcp::Config::new().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )?
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(idle)
+            .build(),
+        Protocol::Quic => builder
+            .with_quic()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(idle)
+            .build(),
+    })
+}
+
+/// Listens on loopback, answers every stream with an echo; returns the address.
+async fn bare_listener(
+    key: &Keypair,
+    protocol: Protocol,
+) -> anyhow::Result<(Multiaddr, tokio::task::JoinHandle<()>)> {
+    let mut swarm = bare_swarm(key, protocol)?;
+    swarm.listen_on(protocol.loopback_listen())?;
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let mut incoming = swarm.behaviour().new_control().accept(BARE)?;
+    let mut sinks = swarm.behaviour().new_control().accept(BARE_SINK)?;
+    // The sink reads to the end, then answers with the byte count.
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = sinks.next().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut got = 0u64;
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                }
+                let _ = stream.write_all(&got.to_be_bytes()).await;
+                let _ = stream.close().await;
+            });
+        }
+    });
+    let task = tokio::spawn(async move {
+        let echo = async {
+            while let Some((_, mut stream)) = incoming.next().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let _ = stream.flush().await;
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            () = echo => {}
+            () = async { loop { swarm.select_next_some().await; } } => {}
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Dials `addr` and drives the swarm; returns a stream control once connected.
+async fn bare_dialer(
+    key: &Keypair,
+    protocol: Protocol,
+    addr: Multiaddr,
+) -> anyhow::Result<(libp2p_stream::Control, tokio::task::JoinHandle<()>)> {
+    let mut swarm = bare_swarm(key, protocol)?;
+    let control = swarm.behaviour().new_control();
+    swarm.dial(addr)?;
+    loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::ConnectionEstablished { .. } => break,
+            SwarmEvent::OutgoingConnectionError { error, .. } => anyhow::bail!("{error}"),
+            _ => {}
+        }
+    }
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    Ok((control, task))
+}
+
+async fn measure_bare(protocol: Protocol) -> anyhow::Result<Figures> {
+    let (ka, kb) = (key(1), key(2));
+    let server = n2n_transport_libp2p::identity::to_libp2p(&kb.peer_id())?;
+    let ping = [0u8; 4];
+    let mut buf = [0u8; 64];
+
+    let mut cold = Vec::new();
+    for i in 0..=COLD_RUNS {
+        let (addr, listener) = bare_listener(&kb, protocol).await?;
+        let start = Instant::now();
+        let (mut control, dialer) = bare_dialer(&ka, protocol, addr).await?;
+        let mut stream = control.open_stream(server, BARE).await?;
+        stream.write_all(&ping).await?;
+        stream.flush().await?;
+        stream.read_exact(&mut buf[..4]).await?;
+        if i > 0 {
+            cold.push(start.elapsed());
+        }
+        dialer.abort();
+        listener.abort();
+    }
+
+    let (addr, _listener) = bare_listener(&kb, protocol).await?;
+    let (mut control, _dialer) = bare_dialer(&ka, protocol, addr).await?;
+    let mut warm = Vec::new();
+    for _ in 0..WARM_RUNS {
+        let start = Instant::now();
+        let mut stream = control.open_stream(server, BARE).await?;
+        stream.write_all(&ping).await?;
+        stream.flush().await?;
+        stream.read_exact(&mut buf[..4]).await?;
+        warm.push(start.elapsed());
+        stream.close().await?;
+    }
+
+    let mut stream = control.open_stream(server, BARE).await?;
+    let mut rtt = Vec::new();
+    for i in 0..ROUND_TRIPS + 100 {
+        let start = Instant::now();
+        stream.write_all(&buf).await?;
+        stream.flush().await?;
+        stream.read_exact(&mut buf).await?;
+        if i >= 100 {
+            rtt.push(start.elapsed());
+        }
+    }
+    stream.close().await?;
+
+    // One way into a sink that reports the byte count at the end.
+    let mut rates = Vec::new();
+    for size in SIZES {
+        let mut stream = control.open_stream(server, BARE_SINK).await?;
+        let chunk = vec![0xa5u8; size];
+        let start = Instant::now();
+        for _ in 0..VOLUME / size {
+            stream.write_all(&chunk).await?;
+        }
+        stream.close().await?;
+        let mut count = [0u8; 8];
+        stream.read_exact(&mut count).await?;
+        let took = start.elapsed();
+        let got = u64::from_be_bytes(count) as usize;
+        anyhow::ensure!(got == VOLUME, "sink got {got} of {VOLUME} bytes");
+        rates.push((size, mib_per_s(VOLUME, took)));
+    }
+    Ok(Figures {
+        cold,
+        warm,
+        rtt,
+        rates,
+    })
+}
+
+fn report(protocol: Protocol, mut n2n: Figures, mut bare: Figures) {
     let name = match protocol {
         Protocol::Tcp => "TCP+Noise+Yamux",
         Protocol::Quic => "QUIC",
     };
-    println!("{name}:");
     println!(
-        "  set-up, cold (new libp2p connection), connect → first echo: p50 {}  p90 {}  (n={})",
-        fmt(percentile(&mut cold, 0.5)),
-        fmt(percentile(&mut cold, 0.9)),
-        cold.len()
+        "{name}                                   n2n transport        bare libp2p-stream   ratio (p50)"
     );
-    println!(
-        "  set-up, warm (stream on the existing libp2p connection):    p50 {}  p90 {}  (n={})",
-        fmt(percentile(&mut warm, 0.5)),
-        fmt(percentile(&mut warm, 0.9)),
-        warm.len()
-    );
-    println!(
-        "  round trip, 64 B: p50 {}  p99 {}  (n={})",
-        fmt(percentile(&mut rtt, 0.5)),
-        fmt(percentile(&mut rtt, 0.99)),
-        rtt.len()
-    );
-    for (size, rate) in rates {
+    let row = |what: &str, a: &mut Vec<Duration>, b: &mut Vec<Duration>| {
+        let (a50, b50) = (percentile(a, 0.5), percentile(b, 0.5));
         println!(
-            "  throughput, {} KiB messages, 512 MiB one way: {rate:.0} MiB/s",
-            size / 1024
+            "  {what:<38} p50 {:>9} p90 {:>9}   p50 {:>9} p90 {:>9}   ×{:.2}",
+            fmt(a50),
+            fmt(percentile(a, 0.9)),
+            fmt(b50),
+            fmt(percentile(b, 0.9)),
+            a50.as_secs_f64() / b50.as_secs_f64()
+        );
+    };
+    row(
+        "set-up cold, connect → first echo",
+        &mut n2n.cold,
+        &mut bare.cold,
+    );
+    row(
+        "set-up warm (libp2p connection up)",
+        &mut n2n.warm,
+        &mut bare.warm,
+    );
+    row("round trip, 64 B", &mut n2n.rtt, &mut bare.rtt);
+    for ((size, a), (_, b)) in n2n.rates.iter().zip(&bare.rates) {
+        println!(
+            "  throughput, {:>4} KiB messages, 512 MiB  {a:>7.0} MiB/s           {b:>7.0} MiB/s            ×{:.2}",
+            size / 1024,
+            a / b
         );
     }
-    Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    measure(Protocol::Tcp).await?;
-    measure(Protocol::Quic).await?;
+    println!("cold n={COLD_RUNS}, warm n={WARM_RUNS}, round trips n={ROUND_TRIPS}");
+    for protocol in [Protocol::Tcp, Protocol::Quic] {
+        let n2n = measure_transport(protocol).await?;
+        let bare = measure_bare(protocol).await?;
+        report(protocol, n2n, bare);
+    }
     Ok(())
 }
