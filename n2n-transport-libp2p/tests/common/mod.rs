@@ -72,12 +72,19 @@ impl TestNode {
         self.node.handle()
     }
 
-    /// Connects to `other` through the hub, opening one arc.
+    /// Connects to `other` through the hub, opening one arc, and waits until
+    /// `other` has registered the connection too (its side of the handshake
+    /// may finish a moment after ours).
     pub async fn connect(&self, other: &TestNode) {
         self.handle()
             .connect(other.id, self.signaling.clone(), Some(O))
             .await
             .expect("connects over libp2p");
+        let me = self.id;
+        eventually(5, "the acceptor registers the connection", || async {
+            other.handle().snapshot().await.is_connected(&me)
+        })
+        .await;
     }
 
     pub async fn out_count(&self, peer: PeerId) -> u32 {
