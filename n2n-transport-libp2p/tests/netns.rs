@@ -104,6 +104,8 @@ impl Hosts {
         for n in &names {
             ip(&["-n", n, "link", "set", "lo", "up"])?;
         }
+        // Running a program inside needs more than creating the namespace.
+        ip(&["netns", "exec", &names[0], "true"])?;
         for (x, y) in LINKS {
             let (nx, ny) = (&names[x - 1], &names[y - 1]);
             let (vx, vy) = (format!("v{x}{y}"), format!("v{y}{x}"));
