@@ -339,3 +339,66 @@ async fn building_outside_a_runtime_or_with_bad_settings_fails() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_is_cancel_safe() {
+    let Pair {
+        ca,
+        cb,
+        _transports,
+        ..
+    } = pair(&[Protocol::Tcp]).await;
+    let sender = tokio::spawn(async move {
+        for i in 0..200u32 {
+            ca.send(Bytes::from(vec![(i % 251) as u8; 4096 + i as usize]))
+                .await
+                .unwrap();
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        ca
+    });
+    let mut got = 0u32;
+    while got < 200 {
+        // Most of these waits are cut short; no message may be lost or torn.
+        if let Ok(m) = tokio::time::timeout(Duration::from_micros(200), cb.recv()).await {
+            let m = m.unwrap();
+            assert_eq!(m.len(), 4096 + got as usize);
+            assert!(m.iter().all(|b| *b == (got % 251) as u8));
+            got += 1;
+        }
+    }
+    let _ca = sender.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cancelled_mid_message_loses_the_connection() {
+    let Pair {
+        ca,
+        cb,
+        _transports,
+        ..
+    } = pair(&[Protocol::Tcp]).await;
+    // B does not read: A's sends stall once the read-ahead queue and the flow
+    // control windows are full, and the stalled one is cancelled.
+    let big = Bytes::from(vec![1u8; 1024 * 1024]);
+    let mut cancelled = false;
+    for _ in 0..64 {
+        if tokio::time::timeout(Duration::from_millis(300), ca.send(big.clone()))
+            .await
+            .is_err()
+        {
+            cancelled = true;
+            break;
+        }
+    }
+    assert!(cancelled, "a send stalls when the remote does not read");
+    match ca.send(Bytes::from_static(b"after")).await {
+        Err(ConnectionError::Lost(why)) => assert!(why.contains("cancelled"), "{why}"),
+        other => panic!("expected a lost connection, got {other:?}"),
+    }
+    // What B did receive is whole.
+    let first = cb.recv().await.unwrap();
+    assert_eq!(first, big);
+}
