@@ -1,0 +1,142 @@
+//! Statistical tests of Spray in the simulator (issue: Spray, "Tests"):
+//! 1,000 peers join one by one, then shuffle for 50 cycles.
+
+use std::time::Duration;
+
+use n2n_overlay_spray::spray;
+use n2n_sim::stats::Snapshot;
+use n2n_sim::{Config, Sim, SimRng};
+use rand::seq::SliceRandom;
+
+type Peer = spray::State<u32, SimRng>;
+
+const N: usize = 1000;
+const SEEDS: u64 = 32;
+const CYCLES: u32 = 50;
+
+fn delta() -> Duration {
+    spray::Config::default().delta
+}
+
+fn network(seed: u64) -> Sim<Peer> {
+    let config = Config {
+        seed,
+        ..Config::default()
+    };
+    Sim::new(config, |id, seed| {
+        spray::State::new(id, spray::Config::default(), SimRng::seed_from(seed))
+    })
+}
+
+/// `n` peers join one by one, each through a live peer drawn at random, one
+/// every 200 ms (every join completes before the next).
+fn grow(sim: &mut Sim<Peer>, n: usize) {
+    sim.add_peer();
+    for _ in 1..n {
+        let contact = sim.random_member().expect("a live peer");
+        let newcomer = sim.add_peer();
+        sim.join(newcomer, contact);
+        sim.run_for(Duration::from_millis(200));
+    }
+}
+
+/// Σ outviews, plus the arcs being opened, minus those being closed.
+fn arc_total(sim: &Sim<Peer>) -> i64 {
+    let s = sim.snapshot();
+    assert_eq!(s.arcs_out, s.arcs_in, "Σ out == Σ in");
+    let (opening, closing) = sim.arcs_in_flight();
+    s.arcs_out as i64 + opening as i64 - closing as i64
+}
+
+fn check_run(seed: u64, s: &Snapshot) {
+    assert_eq!(s.arcs_out, s.arcs_in, "seed {seed}: Σ out == Σ in");
+    assert_eq!(s.empty_views, 0, "seed {seed}: no empty view: {s:?}");
+    assert_eq!(
+        s.strong.count, 1,
+        "seed {seed}: one strong component: {s:?}"
+    );
+    assert!(
+        s.view.std_dev < 1.0,
+        "seed {seed}: shuffles even out views: {s:?}"
+    );
+}
+
+/// Runs `seeds` in two threads (the machine has two cores); returns the
+/// snapshots in seed order.
+fn per_seed(seeds: std::ops::Range<u64>, run: fn(u64) -> Snapshot) -> Vec<Snapshot> {
+    let seeds: Vec<u64> = seeds.collect();
+    let (even, odd): (Vec<u64>, Vec<u64>) = seeds.iter().partition(|s| *s % 2 == 0);
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| even.iter().map(|&s| (s, run(s))).collect::<Vec<_>>());
+        let b = scope.spawn(|| odd.iter().map(|&s| (s, run(s))).collect::<Vec<_>>());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut all: Vec<(u64, Snapshot)> = a.into_iter().chain(b).collect();
+    all.sort_by_key(|(s, _)| *s);
+    all.into_iter().map(|(_, snap)| snap).collect()
+}
+
+fn joined_and_shuffled(seed: u64) -> Snapshot {
+    let mut sim = network(seed);
+    grow(&mut sim, N);
+    let joined = arc_total(&sim);
+    sim.run_for(delta() * CYCLES);
+    let s = sim.snapshot();
+    assert_eq!(s.peers, N);
+    // Shuffles never change the arc total (counting the arcs being moved).
+    assert_eq!(
+        arc_total(&sim),
+        joined,
+        "seed {seed}: shuffles keep the arc total"
+    );
+    check_run(seed, &s);
+    s
+}
+
+#[test]
+fn mean_view_is_ln_n_over_seeds() {
+    let snaps = per_seed(0..SEEDS, joined_and_shuffled);
+    let mean = snaps.iter().map(|s| s.view.mean).sum::<f64>() / snaps.len() as f64;
+    let ln_n = (N as f64).ln();
+    let per_seed: Vec<String> = snaps
+        .iter()
+        .map(|s| format!("{:.2}", s.view.mean))
+        .collect();
+    assert!(
+        (mean - ln_n).abs() <= 0.05 * ln_n,
+        "mean view {mean:.3} vs ln N {ln_n:.3}; per seed: {per_seed:?}"
+    );
+}
+
+fn crash_and_heal(seed: u64) -> Snapshot {
+    let mut sim = network(seed);
+    grow(&mut sim, N);
+    sim.run_for(delta() * 10);
+    let before = sim.snapshot();
+    check_run(seed, &before);
+    let mut victims = sim.alive().to_vec();
+    let mut rng = SimRng::seed_from(seed);
+    victims.shuffle(&mut rng);
+    for &v in &victims[..N / 10] {
+        sim.crash(v);
+    }
+    sim.run_for(delta() * 20);
+    let after = sim.snapshot();
+    assert_eq!(after.peers, N - N / 10);
+    assert_eq!(after.arcs_out, after.arcs_in, "seed {seed}");
+    assert_eq!(after.empty_views, 0, "seed {seed}: {after:?}");
+    assert_eq!(after.strong.count, 1, "seed {seed}: {after:?}");
+    let ratio = after.view.mean / before.view.mean;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "seed {seed}: survivors' mean view {:.3} vs {:.3} before",
+        after.view.mean,
+        before.view.mean
+    );
+    after
+}
+
+#[test]
+fn heals_after_ten_percent_crash() {
+    per_seed(100..104, crash_and_heal);
+}
