@@ -157,7 +157,7 @@ impl Builder {
                 local,
                 commands: commands_tx,
             },
-            events: events_rx,
+            events: Some(events_rx),
             task,
         })
     }

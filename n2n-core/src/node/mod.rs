@@ -576,7 +576,7 @@ impl NodeHandle {
 #[derive(Debug)]
 pub struct Node {
     handle: NodeHandle,
-    events: mpsc::Receiver<Event>,
+    events: Option<mpsc::Receiver<Event>>,
     task: JoinHandle<()>,
 }
 
@@ -597,18 +597,28 @@ impl Node {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        self.events.as_mut()?.recv().await
     }
 
     /// An event if one is ready now.
     pub fn try_next_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.as_mut()?.try_recv().ok()
+    }
+
+    /// Takes the event receiver, to drain it from another task; afterwards
+    /// [`Node::next_event`] returns `None`. The node keeps its other abilities
+    /// ([`Node::shutdown`], [`Node::kill`]).
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<Event>> {
+        self.events.take()
     }
 
     /// Splits into the handle and the event receiver (the node keeps running until
     /// shut down or every handle is dropped).
+    ///
+    /// # Panics
+    /// If the events were taken with [`Node::take_events`].
     pub fn into_parts(self) -> (NodeHandle, mpsc::Receiver<Event>) {
-        (self.handle, self.events)
+        (self.handle, self.events.expect("events not taken"))
     }
 
     /// Shuts the node down and waits for its task to end.
