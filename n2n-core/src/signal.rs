@@ -162,14 +162,26 @@ impl SignedSignal {
 }
 
 pub(crate) mod serde_bytes_compat {
-    //! Serialize `Vec<u8>` as a byte string (compact in binary formats).
-    use serde::{Deserializer, Serializer};
+    //! `Vec<u8>` as a byte string in binary formats and as hex in human-readable
+    //! ones (JSON), bounded in size either way.
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(v))
+        } else {
+            s.serialize_bytes(v)
+        }
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            if text.len() > 2 * super::super::wire::MAX_FRAME {
+                return Err(serde::de::Error::custom("byte string too long"));
+            }
+            return hex::decode(text.as_bytes()).map_err(serde::de::Error::custom);
+        }
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Vec<u8>;
@@ -182,20 +194,6 @@ pub(crate) mod serde_bytes_compat {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Vec<u8>, A::Error> {
-                // Self-describing formats such as JSON carry bytes as a list of numbers.
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    if out.len() >= super::MAX_SIGNAL_PAYLOAD.max(super::super::wire::MAX_FRAME) {
-                        return Err(serde::de::Error::custom("byte string too long"));
-                    }
-                    out.push(b);
-                }
-                Ok(out)
-            }
         }
         d.deserialize_bytes(V)
     }
@@ -206,7 +204,7 @@ mod sig_bytes {
     use serde::{Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
+        super::serde_bytes_compat::serialize(v, s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
@@ -303,6 +301,19 @@ mod tests {
             s.verify(&a.peer_id()),
             Err(SignalError::WrongRecipient { .. })
         ));
+    }
+
+    #[test]
+    fn json_form_is_hex_and_round_trips() {
+        let (a, b) = keys();
+        let s = offer(&a, &b);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(&a.peer_id().to_string()), "{json}");
+        assert!(json.contains(&hex::encode(&s.signal.payload)), "{json}");
+        let back: SignedSignal = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        back.verify(&b.peer_id()).unwrap();
+        assert!(serde_json::from_str::<SignedSignal>(&json.replace("\"session\":42", "\"session\":43")).unwrap().verify(&b.peer_id()).is_err());
     }
 
     #[test]
