@@ -13,6 +13,11 @@
 //! each time) and warm (a further n2n connection between the same two
 //! transports, which reuses their libp2p connection and only opens a stream).
 //!
+//! Memory is the growth of this process's resident set per connection, both
+//! ends counted (they live in the same process): n2n connections as streams on
+//! one libp2p connection, and whole transport pairs (two swarms, one libp2p
+//! connection, one n2n connection).
+//!
 //! The same figures for bare libp2p (two swarms with `libp2p-stream`, dialing
 //! each other directly, raw bytes on one stream) are printed alongside, from
 //! the same run, with the ratio of the transport to them.
@@ -413,8 +418,69 @@ fn report(protocol: Protocol, mut n2n: Figures, mut bare: Figures) {
     }
 }
 
+/// Resident set size of this process, in bytes (Linux).
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Bytes per n2n connection (streams on one libp2p connection) and per whole
+/// transport pair with one connection; both ends counted. Everything stays
+/// allocated until both figures are taken, so freed memory is not reused.
+async fn memory(protocol: Protocol) -> anyhow::Result<(usize, usize)> {
+    // Below libp2p-quic's 256 concurrent streams per connection.
+    const STREAMS: usize = 200;
+    const PAIRS: usize = 40;
+    let config = Config {
+        protocols: vec![protocol],
+        ..Config::default()
+    };
+    let (ka, kb) = (key(1), key(2));
+    let (a, b) = (ka.peer_id(), kb.peer_id());
+
+    let before = rss();
+    let mut pairs = Vec::new();
+    for _ in 0..PAIRS {
+        let ta = Libp2pTransport::new(&ka, config.clone())?;
+        let tb = Libp2pTransport::new(&kb, config.clone())?;
+        let (ca, cb) = connect(&ta, &tb, a, b).await?;
+        ca.send(Bytes::from_static(b"x")).await?;
+        cb.recv().await?;
+        pairs.push((ta, tb, ca, cb));
+    }
+    let per_pair = rss().saturating_sub(before) / PAIRS;
+
+    let (ta, tb) = (&pairs[0].0, &pairs[0].1);
+    let before = rss();
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let (ca, cb) = connect(ta, tb, a, b).await?;
+        ca.send(Bytes::from_static(b"x")).await?;
+        cb.recv().await?;
+        streams.push((ca, cb));
+    }
+    let per_stream = rss().saturating_sub(before) / STREAMS;
+    drop(streams);
+    drop(pairs);
+    Ok((per_stream, per_pair))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // Memory first, before large buffers come and go.
+    for protocol in [Protocol::Tcp, Protocol::Quic] {
+        let (per_stream, per_pair) = memory(protocol).await?;
+        println!(
+            "{protocol:?} memory, both ends: {:.1} KiB per n2n connection on one libp2p connection, {:.0} KiB per transport pair with one connection",
+            per_stream as f64 / 1024.0,
+            per_pair as f64 / 1024.0
+        );
+    }
     println!("cold n={COLD_RUNS}, warm n={WARM_RUNS}, round trips n={ROUND_TRIPS}");
     for protocol in [Protocol::Tcp, Protocol::Quic] {
         let n2n = measure_transport(protocol).await?;
