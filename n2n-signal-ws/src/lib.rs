@@ -1,1 +1,104 @@
-//! `n2n-signal-ws`: filled in by its own issue.
+//! # n2n-signal-ws
+//!
+//! WebSocket signaling for joining an n2n network: a server (library
+//! [`server::Server`] and binary `n2n-signal`) and a client
+//! ([`WsSignaling`], a [`Signaling`](n2n_core::Signaling) registered as plugin
+//! `ws`). A newcomer uses it once, to reach one contact; afterwards its
+//! neighbours relay its signals.
+//!
+//! # The join protocol
+//!
+//! One WebSocket connection per client, JSON text frames, one message each,
+//! tagged by `type` ([`protocol`]). Peer ids are 64 hex digits; byte strings
+//! (signal payloads, signatures) are hex.
+//!
+//! 1. Server → client `{"type":"challenge","nonce":"<64 hex>","version":1}`.
+//! 2. Client → server `{"type":"hello","peer":"<peer id>","room":"<name>","signature":"<128 hex>"}`:
+//!    the ed25519 signature, by the peer's key, of `"n2n/ws-join/v1" ‖ nonce ‖
+//!    u32-le(len(room)) ‖ room` ([`protocol::challenge_bytes`]). A wrong
+//!    signature (someone else's peer id) gets `authentication_failed` and a close.
+//! 3. Server → client `{"type":"welcome","contact":"<peer id>"|null}`: a member of
+//!    the room chosen at random, or `null` for the first peer.
+//! 4. Either way, `{"type":"signal","signal":{...}}` carries a
+//!    [`SignedSignal`](n2n_core::SignedSignal): the client sends signals it
+//!    authored to a member of its room; the server checks the signature and the
+//!    author, and hands the frame to the recipient unchanged. Signals are signed
+//!    end to end, so the server cannot alter one without the recipient noticing.
+//! 5. A refused frame gets `{"type":"error","code":"<code>","message":"..."}`
+//!    ([`protocol::ErrorCode`]: `bad_frame`, `frame_too_large`, `bad_signature`,
+//!    `impersonation`, `unknown_peer`, `rate_limited`, `room_full`, `server_full`,
+//!    `idle_timeout`…); fatal ones are followed by a close frame whose reason is
+//!    the code. The server forgets a peer when its socket closes.
+//!
+//! # Limits
+//!
+//! [`server::Config`]: frame size, signals per second per client, clients per
+//! room and in total, rooms, idle timeout, authentication timeout, per-client
+//! queue. A misbehaving client only ever loses its own connection.
+//!
+//! # Running the server by hand
+//!
+//! ```sh
+//! cargo run --release -p n2n-signal-ws --bin n2n-signal -- --listen 127.0.0.1:7000
+//! ```
+//!
+//! # Plugin
+//!
+//! Linking this crate registers the signaling plugin `ws`
+//! (`use n2n_signal_ws as _;`):
+//!
+//! ```toml
+//! [signaling]
+//! name = "ws"
+//! url = "ws://127.0.0.1:7000"
+//! room = "spray"
+//! connect_timeout_ms = 5000
+//! ```
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+use std::sync::Arc;
+
+pub use client::{ClientConfig, WsSignaling};
+use n2n_core::plugin::{PluginContext, PluginError, Settings, SignalingPlugin};
+pub use protocol::ErrorCode;
+pub use server::{Config as ServerConfig, Server};
+
+fn build_plugin(
+    ctx: PluginContext,
+    mut settings: Settings,
+) -> n2n_core::plugin::BoxFuture<'static, Result<Arc<dyn n2n_core::Signaling>, PluginError>> {
+    Box::pin(async move {
+        let bad = |message: String| PluginError::Settings {
+            plugin: "ws".into(),
+            message,
+        };
+        let url = match settings.remove("url") {
+            Some(toml::Value::String(url)) => url,
+            Some(_) => return Err(bad("`url` must be a string".into())),
+            None => return Err(bad("`url` is required, e.g. \"ws://127.0.0.1:7000\"".into())),
+        };
+        let room = match settings.remove("room") {
+            Some(toml::Value::String(room)) => room,
+            Some(_) => return Err(bad("`room` must be a string".into())),
+            None => "n2n".to_string(),
+        };
+        let config: ClientConfig = toml::Value::Table(settings)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+        let client = WsSignaling::connect(&url, &room, &ctx.keypair, config)
+            .await
+            .map_err(|e| PluginError::Build {
+                plugin: "ws".into(),
+                message: e.to_string(),
+            })?;
+        let client: Arc<dyn n2n_core::Signaling> = client;
+        Ok(client)
+    })
+}
+
+inventory::submit! {
+    SignalingPlugin { name: "ws", build: build_plugin }
+}

@@ -1,0 +1,352 @@
+//! The client: a [`Signaling`] over one WebSocket connection to a server.
+//!
+//! [`WsSignaling::connect`] connects, authenticates and joins a room, and fails
+//! right away with a clear [`SignalingError`] when the server is unreachable or
+//! refuses. Afterwards one task owns the socket; if the connection drops, it
+//! reconnects with exponential backoff and joins the same room again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use n2n_core::signaling::{Signaling, SignalingError};
+use n2n_core::{Keypair, PeerId, SignedSignal};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+
+/// Settings of a client. In a stack file: the `[signaling]` section with
+/// `name = "ws"`, `url`, `room`, and durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Time to connect, authenticate and join.
+    #[serde(rename = "connect_timeout_ms", with = "millis")]
+    pub connect_timeout: Duration,
+    /// Whether to reconnect after the connection drops.
+    pub reconnect: bool,
+    /// First reconnection delay; it doubles up to `backoff_max`.
+    #[serde(rename = "backoff_min_ms", with = "millis")]
+    pub backoff_min: Duration,
+    /// Longest reconnection delay.
+    #[serde(rename = "backoff_max_ms", with = "millis")]
+    pub backoff_max: Duration,
+    /// Signals waiting in each direction at most.
+    pub queue: usize,
+    /// Largest frame accepted from the server, in bytes.
+    pub max_frame: usize,
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            reconnect: true,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            queue: 256,
+            max_frame: 256 * 1024,
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A [`Signaling`] through a WebSocket signaling server.
+#[derive(Debug)]
+pub struct WsSignaling {
+    local: PeerId,
+    room: String,
+    url: String,
+    contact: Option<PeerId>,
+    outgoing: mpsc::Sender<SignedSignal>,
+    incoming: AsyncMutex<mpsc::Receiver<SignedSignal>>,
+    last_error: Arc<Mutex<Option<(ErrorCode, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WsSignaling {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Joined {
+    ws: Ws,
+    contact: Option<PeerId>,
+}
+
+fn refused(code: ErrorCode, message: &str) -> SignalingError {
+    SignalingError::Refused(format!("{code}: {message}"))
+}
+
+async fn next_server_message(ws: &mut Ws) -> Result<ServerMessage, SignalingError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(t))) => {
+                return serde_json::from_str(&t).map_err(|e| {
+                    SignalingError::Other(format!(
+                        "server sent a frame that is not a server message: {e}"
+                    ))
+                });
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                return Err(SignalingError::Refused(format!(
+                    "server closed the connection: {reason}"
+                )));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(SignalingError::Other(e.to_string())),
+            None => return Err(SignalingError::Closed),
+        }
+    }
+}
+
+/// Connects, authenticates and joins `room`.
+async fn dial(
+    url: &str,
+    room: &str,
+    keypair: &Keypair,
+    config: &ClientConfig,
+) -> Result<Joined, SignalingError> {
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_frame))
+        .max_frame_size(Some(config.max_frame));
+    let attempt = async {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true)
+            .await
+            .map_err(|e| SignalingError::Unreachable(format!("{url}: {e}")))?;
+        let nonce = match next_server_message(&mut ws).await? {
+            ServerMessage::Challenge { nonce, .. } => {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(&nonce, &mut bytes).map_err(|_| {
+                    SignalingError::Other("the server's nonce is not 32 hex bytes".into())
+                })?;
+                bytes
+            }
+            ServerMessage::Error { code, message } => return Err(refused(code, &message)),
+            other => {
+                return Err(SignalingError::Other(format!(
+                    "expected a challenge, got {other:?}"
+                )));
+            }
+        };
+        let hello = ClientMessage::Hello {
+            peer: keypair.peer_id(),
+            room: room.to_string(),
+            signature: hex::encode(keypair.sign(&challenge_bytes(&nonce, room))),
+        };
+        let text =
+            serde_json::to_string(&hello).map_err(|e| SignalingError::Other(e.to_string()))?;
+        ws.send(WsMessage::text(text))
+            .await
+            .map_err(|e| SignalingError::Other(e.to_string()))?;
+        match next_server_message(&mut ws).await? {
+            ServerMessage::Welcome { contact } => Ok(Joined { ws, contact }),
+            ServerMessage::Error { code, message } => Err(refused(code, &message)),
+            other => Err(SignalingError::Other(format!(
+                "expected a welcome, got {other:?}"
+            ))),
+        }
+    };
+    tokio::time::timeout(config.connect_timeout, attempt)
+        .await
+        .map_err(|_| SignalingError::Timeout)?
+}
+
+impl WsSignaling {
+    /// Connects to the server at `url` (`ws://host:port`), proves ownership of
+    /// `keypair`'s peer id, and joins `room`.
+    ///
+    /// # Errors
+    /// [`SignalingError::Unreachable`] if the server cannot be reached,
+    /// [`SignalingError::Refused`] if it refuses (full, bad authentication),
+    /// [`SignalingError::Timeout`] after [`ClientConfig::connect_timeout`].
+    pub async fn connect(
+        url: &str,
+        room: &str,
+        keypair: &Keypair,
+        config: ClientConfig,
+    ) -> Result<Arc<Self>, SignalingError> {
+        let joined = dial(url, room, keypair, &config).await?;
+        info!(%url, %room, contact = ?joined.contact.map(|c| c.short()), "joined signaling room");
+        let (out_tx, out_rx) = mpsc::channel(config.queue.max(1));
+        let (in_tx, in_rx) = mpsc::channel(config.queue.max(1));
+        let last_error = Arc::new(Mutex::new(None));
+        let contact = joined.contact;
+        let task = tokio::spawn(run(
+            joined.ws,
+            url.to_string(),
+            room.to_string(),
+            keypair.clone(),
+            config,
+            out_rx,
+            in_tx,
+            last_error.clone(),
+        ));
+        Ok(Arc::new(Self {
+            local: keypair.peer_id(),
+            room: room.to_string(),
+            url: url.to_string(),
+            contact,
+            outgoing: out_tx,
+            incoming: AsyncMutex::new(in_rx),
+            last_error,
+            task,
+        }))
+    }
+
+    /// The contact the server gave when this client first joined (`None`: first).
+    pub fn contact(&self) -> Option<PeerId> {
+        self.contact
+    }
+
+    /// The local peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The room.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The last error frame the server sent (a refused signal, for instance).
+    pub fn last_error(&self) -> Option<(ErrorCode, String)> {
+        self.last_error.lock().expect("error lock").clone()
+    }
+
+    /// Leaves the room and closes the connection for good.
+    pub fn close(&self) {
+        self.task.abort();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mut ws: Ws,
+    url: String,
+    room: String,
+    keypair: Keypair,
+    config: ClientConfig,
+    mut outgoing: mpsc::Receiver<SignedSignal>,
+    incoming: mpsc::Sender<SignedSignal>,
+    last_error: Arc<Mutex<Option<(ErrorCode, String)>>>,
+) {
+    loop {
+        // Serve the connection until it drops.
+        let refused_for_good = loop {
+            tokio::select! {
+                signal = outgoing.recv() => {
+                    let Some(signal) = signal else {
+                        let _ = ws.close(None).await;
+                        return;
+                    };
+                    let Ok(text) = serde_json::to_string(&ClientMessage::Signal { signal }) else { continue };
+                    if ws.send(WsMessage::text(text)).await.is_err() {
+                        break false;
+                    }
+                }
+                message = next_server_message(&mut ws) => match message {
+                    Ok(ServerMessage::Signal { signal }) => {
+                        if incoming.try_send(signal).is_err() {
+                            warn!("incoming signal queue full; signal dropped");
+                        }
+                    }
+                    Ok(ServerMessage::Error { code, message }) => {
+                        debug!(%code, %message, "the signaling server refused a frame");
+                        *last_error.lock().expect("error lock") = Some((code, message));
+                    }
+                    Ok(other) => debug!(?other, "unexpected server message ignored"),
+                    Err(SignalingError::Refused(reason)) => {
+                        warn!(%reason, "signaling server closed the connection");
+                        // Replaced by another connection of ours: do not fight it.
+                        break reason.contains(ErrorCode::Replaced.as_str());
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "signaling connection lost");
+                        break false;
+                    }
+                },
+            }
+        };
+        if refused_for_good || !config.reconnect {
+            return;
+        }
+        // Reconnect with exponential backoff, joining the same room again.
+        let mut delay = config.backoff_min;
+        ws = loop {
+            tokio::time::sleep(delay).await;
+            match dial(&url, &room, &keypair, &config).await {
+                Ok(joined) => {
+                    info!(%url, %room, "reconnected to the signaling server");
+                    break joined.ws;
+                }
+                Err(SignalingError::Refused(reason)) if !reason.contains("server closed") => {
+                    warn!(%reason, "signaling server refuses us; giving up");
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, ?delay, "reconnection failed");
+                    delay = (delay * 2).min(config.backoff_max);
+                }
+            }
+        };
+    }
+}
+
+#[async_trait]
+impl Signaling for WsSignaling {
+    fn name(&self) -> &str {
+        "ws"
+    }
+
+    async fn join(&self) -> Result<Option<PeerId>, SignalingError> {
+        Ok(self.contact)
+    }
+
+    async fn send(&self, signal: SignedSignal) -> Result<(), SignalingError> {
+        if self.task.is_finished() {
+            return Err(SignalingError::Closed);
+        }
+        tokio::time::timeout(Duration::from_secs(5), self.outgoing.send(signal))
+            .await
+            .map_err(|_| SignalingError::Timeout)?
+            .map_err(|_| SignalingError::Closed)
+    }
+
+    async fn recv(&self) -> Result<SignedSignal, SignalingError> {
+        self.incoming
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(SignalingError::Closed)
+    }
+}

@@ -1,0 +1,427 @@
+//! A real server on 127.0.0.1:0 and real WebSocket clients: joining, relaying,
+//! every kind of bad input, limits, room isolation, reconnection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use n2n_core::memory::MemoryNetwork;
+use n2n_core::node::Builder;
+use n2n_core::signal::{Role, Signal};
+use n2n_core::signaling::{Signaling, SignalingError};
+use n2n_core::{Keypair, PeerId, ProtocolId, SignedSignal};
+use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+use n2n_signal_ws::{ClientConfig, Server, ServerConfig, WsSignaling};
+use rand::SeedableRng;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn key(seed: u64) -> Keypair {
+    Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seed: Some(1),
+        ..ServerConfig::default()
+    }
+}
+
+async fn server(config: ServerConfig) -> Server {
+    Server::bind(config).await.expect("binds")
+}
+
+fn signal(from: &Keypair, to: PeerId, payload: &[u8]) -> SignedSignal {
+    Signal {
+        from: from.peer_id(),
+        to,
+        session: 1,
+        role: Role::Dialer,
+        seq: 0,
+        transport: "test".into(),
+        payload: payload.to_vec(),
+    }
+    .sign(from)
+    .unwrap()
+}
+
+async fn recv_json(ws: &mut Ws) -> Option<ServerMessage> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .ok()??
+        {
+            Ok(WsMessage::Text(t)) => return serde_json::from_str(&t).ok(),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close reason.
+async fn close_reason(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(Some(frame))))) => return frame.reason.to_string(),
+            Ok(Some(Ok(WsMessage::Close(None)))) | Ok(None) => return String::new(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return format!("error: {e}"),
+            Err(_) => panic!("the server did not close the connection"),
+        }
+    }
+}
+
+async fn send_json(ws: &mut Ws, m: &ClientMessage) {
+    ws.send(WsMessage::text(serde_json::to_string(m).unwrap()))
+        .await
+        .unwrap();
+}
+
+/// Connects a raw client and joins `room` as `key` (signing with `signer`).
+async fn raw_join(
+    url: &str,
+    key: &Keypair,
+    signer: &Keypair,
+    room: &str,
+) -> (Ws, Option<ServerMessage>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let Some(ServerMessage::Challenge { nonce, .. }) = recv_json(&mut ws).await else {
+        panic!("challenge expected")
+    };
+    let mut n = [0u8; 32];
+    hex::decode_to_slice(&nonce, &mut n).unwrap();
+    send_json(
+        &mut ws,
+        &ClientMessage::Hello {
+            peer: key.peer_id(),
+            room: room.into(),
+            signature: hex::encode(signer.sign(&challenge_bytes(&n, room))),
+        },
+    )
+    .await;
+    let answer = recv_json(&mut ws).await;
+    (ws, answer)
+}
+
+fn expect_error(m: Option<ServerMessage>, code: ErrorCode) {
+    match m {
+        Some(ServerMessage::Error { code: c, .. }) if c == code => {}
+        other => panic!("expected error {code}, got {other:?}"),
+    }
+}
+
+/// Two well-behaved clients in `room` still exchange a signal.
+async fn pair_still_works(url: &str, room: &str, seed: u64) {
+    let (ka, kb) = (key(seed), key(seed + 1));
+    let a = WsSignaling::connect(url, room, &ka, ClientConfig::default())
+        .await
+        .unwrap();
+    let b = WsSignaling::connect(url, room, &kb, ClientConfig::default())
+        .await
+        .unwrap();
+    b.send(signal(&kb, ka.peer_id(), b"still works"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.signal.payload, b"still works");
+    got.verify(&ka.peer_id()).unwrap();
+}
+
+#[tokio::test]
+async fn two_peers_join_a_room_and_connect_through_the_server() {
+    let server = server(config()).await;
+    let overlay = ProtocolId::from_name("ws-test");
+    let network = MemoryNetwork::new();
+    let mut nodes = Vec::new();
+    let mut sigs = Vec::new();
+    for seed in [1, 2] {
+        let k = key(seed);
+        let sig = WsSignaling::connect(&server.url(), "room", &k, ClientConfig::default())
+            .await
+            .unwrap();
+        let node = Builder::new(k)
+            .transport(Arc::new(network.transport()))
+            .protocol(overlay)
+            .spawn()
+            .unwrap();
+        node.handle().attach_signaling(sig.clone()).await;
+        nodes.push(node);
+        sigs.push(sig);
+    }
+    let (a, b) = (nodes[0].local_peer_id(), nodes[1].local_peer_id());
+    assert_eq!(sigs[0].contact(), None, "the first peer has no contact");
+    assert_eq!(sigs[1].contact(), Some(a));
+    nodes[1]
+        .handle()
+        .connect(a, sigs[1].clone(), Some(overlay))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let snap = nodes[0].handle().snapshot().await;
+    assert_eq!(
+        snap.view(overlay).0.count(&b),
+        1,
+        "A's inview holds B's arc"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.clients, 2);
+    assert!(
+        stats.signals >= 2,
+        "offer and answer went through the server"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_frames_get_an_error_and_hurt_nobody() {
+    let server = server(config()).await;
+    let k = key(10);
+    let (mut ws, welcome) = raw_join(&server.url(), &k, &k, "r").await;
+    assert!(matches!(welcome, Some(ServerMessage::Welcome { .. })));
+    ws.send(WsMessage::text("not json at all")).await.unwrap();
+    expect_error(recv_json(&mut ws).await, ErrorCode::BadFrame);
+    ws.send(WsMessage::text(r#"{"type":"signal","signal":{"nope":1}}"#))
+        .await
+        .unwrap();
+    expect_error(recv_json(&mut ws).await, ErrorCode::BadFrame);
+    ws.send(WsMessage::binary(vec![0u8, 1, 2])).await.unwrap();
+    expect_error(recv_json(&mut ws).await, ErrorCode::BadFrame);
+    pair_still_works(&server.url(), "r", 11).await;
+}
+
+#[tokio::test]
+async fn oversized_frames_close_the_connection_with_a_reason() {
+    let server = server(ServerConfig {
+        max_frame: 4096,
+        ..config()
+    })
+    .await;
+    let k = key(20);
+    let (mut ws, _) = raw_join(&server.url(), &k, &k, "r").await;
+    let _ = ws.send(WsMessage::text("x".repeat(10_000))).await;
+    let reason = close_reason(&mut ws).await;
+    assert_eq!(reason, "frame_too_large");
+    pair_still_works(&server.url(), "r", 21).await;
+}
+
+#[tokio::test]
+async fn claiming_someone_elses_peer_id_is_refused() {
+    let server = server(config()).await;
+    let (victim, thief) = (key(30), key(31));
+    let (mut ws, answer) = raw_join(&server.url(), &victim, &thief, "r").await;
+    expect_error(answer, ErrorCode::AuthenticationFailed);
+    assert_eq!(close_reason(&mut ws).await, "authentication_failed");
+    pair_still_works(&server.url(), "r", 32).await;
+}
+
+#[tokio::test]
+async fn bad_signatures_and_impersonated_signals_are_refused() {
+    let server = server(config()).await;
+    let (ka, kb, kc) = (key(40), key(41), key(42));
+    let a = WsSignaling::connect(&server.url(), "r", &ka, ClientConfig::default())
+        .await
+        .unwrap();
+    let (mut ws, _) = raw_join(&server.url(), &kb, &kb, "r").await;
+    // Altered after signing.
+    let mut forged = signal(&kb, ka.peer_id(), b"offer");
+    forged.signal.payload[0] ^= 1;
+    send_json(&mut ws, &ClientMessage::Signal { signal: forged }).await;
+    expect_error(recv_json(&mut ws).await, ErrorCode::BadSignature);
+    // Validly signed by C, but sent by B.
+    let replayed = signal(&kc, ka.peer_id(), b"offer");
+    send_json(&mut ws, &ClientMessage::Signal { signal: replayed }).await;
+    expect_error(recv_json(&mut ws).await, ErrorCode::Impersonation);
+    // Nothing reached A; a good signal still does.
+    send_json(
+        &mut ws,
+        &ClientMessage::Signal {
+            signal: signal(&kb, ka.peer_id(), b"good"),
+        },
+    )
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(5), a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.signal.payload, b"good");
+}
+
+#[tokio::test]
+async fn a_signal_to_an_unknown_peer_gets_an_error() {
+    let server = server(config()).await;
+    let k = key(50);
+    let (mut ws, _) = raw_join(&server.url(), &k, &k, "r").await;
+    send_json(
+        &mut ws,
+        &ClientMessage::Signal {
+            signal: signal(&k, key(51).peer_id(), b"x"),
+        },
+    )
+    .await;
+    expect_error(recv_json(&mut ws).await, ErrorCode::UnknownPeer);
+    pair_still_works(&server.url(), "r", 52).await;
+}
+
+#[tokio::test]
+async fn signals_are_rate_limited_per_client() {
+    let server = server(ServerConfig {
+        signals_per_second: 2,
+        signal_burst: 3,
+        ..config()
+    })
+    .await;
+    let (ka, kb) = (key(60), key(61));
+    let _a = WsSignaling::connect(&server.url(), "r", &ka, ClientConfig::default())
+        .await
+        .unwrap();
+    let (mut ws, _) = raw_join(&server.url(), &kb, &kb, "r").await;
+    for _ in 0..6 {
+        send_json(
+            &mut ws,
+            &ClientMessage::Signal {
+                signal: signal(&kb, ka.peer_id(), b"x"),
+            },
+        )
+        .await;
+    }
+    expect_error(recv_json(&mut ws).await, ErrorCode::RateLimited);
+    pair_still_works(&server.url(), "r", 62).await;
+}
+
+#[tokio::test]
+async fn full_rooms_and_full_servers_refuse_newcomers() {
+    let server = server(ServerConfig {
+        max_room_clients: 2,
+        max_clients: 3,
+        ..config()
+    })
+    .await;
+    let url = server.url();
+    let _a = WsSignaling::connect(&url, "r", &key(70), ClientConfig::default())
+        .await
+        .unwrap();
+    let _b = WsSignaling::connect(&url, "r", &key(71), ClientConfig::default())
+        .await
+        .unwrap();
+    let err = WsSignaling::connect(&url, "r", &key(72), ClientConfig::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SignalingError::Refused(m) if m.contains("room_full")),
+        "{err}"
+    );
+    let _c = WsSignaling::connect(&url, "other", &key(73), ClientConfig::default())
+        .await
+        .unwrap();
+    let err = WsSignaling::connect(&url, "third", &key(74), ClientConfig::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SignalingError::Refused(m) if m.contains("server_full")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn idle_clients_are_disconnected() {
+    let server = server(ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let k = key(80);
+    let (mut ws, _) = raw_join(&server.url(), &k, &k, "r").await;
+    expect_error(recv_json(&mut ws).await, ErrorCode::IdleTimeout);
+    assert_eq!(close_reason(&mut ws).await, "idle_timeout");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        server.stats().clients,
+        0,
+        "the server forgot the idle client"
+    );
+}
+
+#[tokio::test]
+async fn rooms_are_isolated() {
+    let server = server(config()).await;
+    let (ka, kb) = (key(90), key(91));
+    let a = WsSignaling::connect(&server.url(), "one", &ka, ClientConfig::default())
+        .await
+        .unwrap();
+    let b = WsSignaling::connect(&server.url(), "two", &kb, ClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(b.contact(), None, "no contact from another room");
+    b.send(signal(&kb, ka.peer_id(), b"across rooms"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(b.last_error(), Some((ErrorCode::UnknownPeer, _))));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = WsSignaling::connect(
+        &format!("ws://127.0.0.1:{port}"),
+        "r",
+        &key(1),
+        ClientConfig::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SignalingError::Unreachable(_)), "{err}");
+}
+
+#[tokio::test]
+async fn clients_reconnect_after_the_server_restarts() {
+    let first = server(config()).await;
+    let addr = first.local_addr();
+    let url = first.url();
+    let ka = key(100);
+    let a = WsSignaling::connect(
+        &url,
+        "r",
+        &ka,
+        ClientConfig {
+            backoff_min: Duration::from_millis(50),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    first.shutdown().await;
+    let second = server(ServerConfig {
+        listen: addr,
+        ..config()
+    })
+    .await;
+    // A joins again by itself; a newcomer then gets it as contact.
+    let mut contact = None;
+    for _ in 0..100 {
+        if second.stats().clients == 1 {
+            let b = WsSignaling::connect(&url, "r", &key(101), ClientConfig::default())
+                .await
+                .unwrap();
+            contact = b.contact();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(contact, Some(ka.peer_id()));
+    drop(a);
+}
