@@ -12,6 +12,11 @@
 //! - [`SimRng`]: a small portable RNG for the peers' state machines.
 //! - [`stats`]: view-size and in-degree summaries, arc totals, duplicates,
 //!   strongly and weakly connected components (iterative, fit for 1M peers).
+//! - [`measure`]: distributions, clustering coefficient, average shortest
+//!   path, components after removing a share of the peers.
+//! - [`scenario`]: Spray scenarios (arrivals, churn, failures, loss) read
+//!   from TOML and run cycle by cycle into CSV rows.
+//! - [`plot`]: PNG and SVG plots of the results.
 //!
 //! The same [`Config::seed`] and the same calls reproduce a run exactly.
 //!
@@ -40,7 +45,10 @@
 //! # let _ = first;
 //! ```
 
+pub mod measure;
+pub mod plot;
 mod rng;
+pub mod scenario;
 mod sim;
 pub mod stats;
 
