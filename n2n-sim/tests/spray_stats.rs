@@ -163,3 +163,45 @@ fn crash_and_heal(seed: u64) -> Snapshot {
 fn heals_after_ten_percent_crash() {
     per_seed(100..104, crash_and_heal);
 }
+
+/// The size estimate averaged through the exchanges converges on the
+/// network's mean view (each peer's own view size is off by σ ≈ 0.5 arcs,
+/// a factor e^0.5 on N); the estimate is then exp(mean view − 0.077).
+#[test]
+fn size_estimate_averages_views() {
+    let mut sim = network(7);
+    grow(&mut sim, N);
+    sim.run_for(delta() * 20);
+    let s = sim.snapshot();
+    let peers: Vec<&Peer> = sim
+        .alive()
+        .iter()
+        .map(|&id| sim.overlay(id).unwrap())
+        .collect();
+    let error = |f: &dyn Fn(&Peer) -> f64| {
+        let e: Vec<f64> = peers.iter().map(|p| (f(p) - s.view.mean).abs()).collect();
+        (
+            e.iter().sum::<f64>() / e.len() as f64,
+            e.iter().copied().fold(0.0, f64::max),
+        )
+    };
+    let (averaged, worst_averaged) = error(&|p| p.mean_view());
+    let (local, worst_local) = error(&|p| p.view_size() as f64);
+    let estimates: Vec<f64> = peers.iter().map(|p| p.size_estimate()).collect();
+    let (lo, hi) = (
+        estimates.iter().copied().fold(f64::INFINITY, f64::min),
+        estimates.iter().copied().fold(0.0, f64::max),
+    );
+    eprintln!(
+        "network mean view {:.3}: averaged view off by {averaged:.3} (worst {worst_averaged:.3}), \
+         local view off by {local:.3} (worst {worst_local:.3}); estimates {lo:.0}..{hi:.0} for {N} peers",
+        s.view.mean
+    );
+    assert!(
+        averaged < local / 2.0,
+        "averaging helps: {averaged} vs {local}"
+    );
+    assert!(worst_averaged < 0.5 && worst_averaged < worst_local / 2.0);
+    let expected = (s.view.mean - (0.577_215_664_9 - 0.5)).exp();
+    assert!(estimates.iter().all(|e| (e / expected - 1.0).abs() < 0.3));
+}

@@ -194,7 +194,8 @@ where
     }
 
     /// The running mean of view sizes, averaged with the shuffle partners'
-    /// (push-pull averaging over the exchanges, mixed with the local size).
+    /// (push-pull averaging over the exchanges; at each exchange the local
+    /// view size pulls it by one eighth).
     pub fn mean_view(&self) -> f64 {
         self.mean_view.unwrap_or(self.view.size() as f64)
     }
@@ -228,9 +229,12 @@ where
         }
     }
 
+    /// Moves the running mean an eighth of the way towards the current view
+    /// size: slow enough that the pairwise averaging smooths out the local
+    /// noise (σ ≈ 0.5 arc), fast enough to follow the network's growth.
     fn mix_mean(&mut self) -> f64 {
         let size = self.view.size() as f64;
-        let mean = self.mean_view.map_or(size, |m| (m + size) / 2.0);
+        let mean = self.mean_view.map_or(size, |m| m + (size - m) / 8.0);
         self.mean_view = Some(mean);
         mean
     }
