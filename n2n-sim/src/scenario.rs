@@ -301,6 +301,8 @@ pub struct Row {
     pub bridge_failures: u64,
     /// Isolated peers that joined again so far.
     pub rejoins: u64,
+    /// Peers crashed at the start of this cycle by the massive failure.
+    pub failed: usize,
 }
 
 impl Row {
@@ -464,7 +466,7 @@ impl Runner {
         }
     }
 
-    fn crash_share(&mut self, fraction: f64) {
+    fn crash_share(&mut self, fraction: f64) -> usize {
         let mut ids: Vec<u32> = self.sim.alive().to_vec();
         ids.sort_unstable();
         let k = ((ids.len() as f64) * fraction).round() as usize;
@@ -472,6 +474,7 @@ impl Runner {
         for &id in picked.iter() {
             self.sim.crash(id);
         }
+        k
     }
 }
 
@@ -524,6 +527,7 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
 
     let mut phase = Phase::Growing;
     for cycle in 0..=scenario.cycles {
+        let mut failed = 0;
         if let Arrival::Burst { size, every_cycles } = scenario.arrival
             && cycle % every_cycles == 0
             && arrived < scenario.peers
@@ -545,7 +549,7 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
             if let Some(f) = &scenario.failure
                 && f.at_cycle == cycle
             {
-                r.crash_share(f.fraction);
+                failed = r.crash_share(f.fraction);
             }
             let (joins, leaves, graceful) = match &scenario.churn {
                 Some(c) if cycle >= c.from_cycle && c.until_cycle.is_none_or(|u| cycle <= u) => {
@@ -596,7 +600,8 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
             }
         }
         let measure_paths = scenario.paths_every_cycle || cycle == scenario.cycles;
-        let row = measure_row(&mut r, scenario, cycle, measure_paths);
+        let mut row = measure_row(&mut r, scenario, cycle, measure_paths);
+        row.failed = failed;
         on_row(&row);
         rows.push(row);
     }
@@ -666,5 +671,6 @@ fn measure_row(r: &mut Runner, scenario: &Scenario, cycle: u32, paths: bool) -> 
         lost: c.lost,
         bridge_failures: c.bridge_failures,
         rejoins: r.rejoins,
+        failed: 0,
     }
 }

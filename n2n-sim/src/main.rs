@@ -1,0 +1,441 @@
+//! `n2n-sim`: runs a Spray scenario (a TOML file, command-line flags, or both:
+//! flags override the file), shows a progress bar, writes one CSV row per
+//! cycle and PNG + SVG plots, and prints a summary table.
+//!
+//! ```text
+//! n2n-sim --peers 10000 --cycles 100 --out target/sim
+//! n2n-sim --peers 10000 --cycles 60 --crash 30 --crash-at 30 --removal-sweep
+//! n2n-sim --scenario n2n-sim/scenarios/churn.toml --out target/churn
+//! ```
+//!
+//! Output directory: `cycles.csv` (one row per cycle, cycle 0 after the
+//! arrivals), `summary.txt`, `scenario.toml` (the scenario as run), and the
+//! plots `views`, `variance`, `arcs`, `view-histogram`,
+//! `in-degree-histogram`, `removal` (with `--removal-sweep`), each as `.png`
+//! and `.svg`. Plots need a TrueType font for their text (see
+//! [`n2n_sim::plot`]).
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use n2n_sim::scenario::{self, Arrival, Failure, Oscillate, Row, RunResult, Scenario};
+use n2n_sim::{measure, plot};
+
+/// Simulates a Spray overlay of many peers, deterministically from a seed.
+#[derive(Debug, Parser)]
+#[command(name = "n2n-sim", version)]
+struct Cli {
+    /// Scenario file (TOML); the flags below override its values.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Output directory for `cycles.csv`, `summary.txt` and the plots.
+    #[arg(long, default_value = "sim-out")]
+    out: PathBuf,
+    /// Write the per-cycle CSV here instead of `<out>/cycles.csv`.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Master seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Initial peers.
+    #[arg(long)]
+    peers: Option<u32>,
+    /// Shuffle cycles after the arrivals.
+    #[arg(long)]
+    cycles: Option<u32>,
+    /// Shuffle period Δ in milliseconds (a cycle lasts Δ).
+    #[arg(long)]
+    delta_ms: Option<u64>,
+    /// Peers arrive one by one, this many milliseconds apart.
+    #[arg(long, alias = "join-interval-ms", conflicts_with = "burst")]
+    interval_ms: Option<u64>,
+    /// Peers arrive one by one, this many per shuffle period.
+    #[arg(long, conflicts_with_all = ["burst", "interval_ms"])]
+    joins_per_cycle: Option<u64>,
+    /// Peers arrive in bursts of this size, one burst per cycle.
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Smallest one-way hop latency, ms.
+    #[arg(long)]
+    latency_min_ms: Option<u64>,
+    /// Largest one-way hop latency, ms.
+    #[arg(long)]
+    latency_max_ms: Option<u64>,
+    /// Loss rate per hop (messages and signaling steps of bridges), in [0, 1].
+    #[arg(long, value_parser = parse_probability)]
+    loss: Option<f64>,
+    /// Crash this percentage of the peers at once (at --crash-at).
+    #[arg(long, requires = "crash_at", value_parser = parse_percent)]
+    crash: Option<f64>,
+    /// Cycle at whose start the massive failure happens.
+    #[arg(long, requires = "crash")]
+    crash_at: Option<u32>,
+    /// Joins per cycle (churn).
+    #[arg(long)]
+    churn_joins: Option<u32>,
+    /// Departures per cycle (churn).
+    #[arg(long)]
+    churn_leaves: Option<u32>,
+    /// Departures are graceful leaves rather than crashes.
+    #[arg(long)]
+    graceful: bool,
+    /// Oscillate the size between MIN and MAX peers, RATE per cycle: MIN,MAX,RATE[,PAUSE].
+    #[arg(long, value_parser = parse_oscillate)]
+    oscillate: Option<Oscillate>,
+    /// At the end, measure components after removing 0–95% of the peers.
+    #[arg(long)]
+    removal_sweep: bool,
+    /// Do not draw plots.
+    #[arg(long)]
+    no_plots: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability in [0, 1]"))
+    }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if (0.0..=100.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a percentage in [0, 100]"))
+    }
+}
+
+fn parse_oscillate(s: &str) -> Result<Oscillate, String> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<u32>().map_err(|e| format!("{x}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [min, max, rate] => Ok(Oscillate {
+            min: *min,
+            max: *max,
+            rate: *rate,
+            pause_cycles: 0,
+        }),
+        [min, max, rate, pause] => Ok(Oscillate {
+            min: *min,
+            max: *max,
+            rate: *rate,
+            pause_cycles: *pause,
+        }),
+        _ => Err("expected MIN,MAX,RATE[,PAUSE]".into()),
+    }
+}
+
+impl Cli {
+    fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut s = match &self.scenario {
+            Some(path) => {
+                let text = fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Scenario::from_toml_str(&text).with_context(|| path.display().to_string())?
+            }
+            None => Scenario::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
+        }
+        set!(
+            seed,
+            peers,
+            cycles,
+            delta_ms,
+            latency_min_ms,
+            latency_max_ms,
+            loss
+        );
+        if let Some(interval_ms) = self.interval_ms {
+            s.arrival = Arrival::OneByOne { interval_ms };
+        }
+        if let Some(n) = self.joins_per_cycle {
+            s.arrival = Arrival::OneByOne {
+                interval_ms: (s.delta_ms / n.max(1)).max(1),
+            };
+        }
+        if let Some(size) = self.burst {
+            s.arrival = Arrival::Burst {
+                size,
+                every_cycles: 1,
+            };
+        }
+        if let (Some(percent), Some(at_cycle)) = (self.crash, self.crash_at) {
+            s.failure = Some(Failure {
+                at_cycle,
+                fraction: percent / 100.0,
+            });
+        }
+        if self.churn_joins.is_some() || self.churn_leaves.is_some() || self.oscillate.is_some() {
+            let mut c = s.churn.take().unwrap_or_default();
+            c.joins_per_cycle = self.churn_joins.unwrap_or(c.joins_per_cycle);
+            c.leaves_per_cycle = self.churn_leaves.unwrap_or(c.leaves_per_cycle);
+            c.oscillate = self.oscillate.clone().or(c.oscillate);
+            c.graceful |= self.graceful;
+            s.churn = Some(c);
+        } else if self.graceful
+            && let Some(c) = s.churn.as_mut()
+        {
+            c.graceful = true;
+        }
+        s.removal_sweep |= self.removal_sweep;
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let scenario = cli.scenario()?;
+    fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    fs::write(cli.out.join("scenario.toml"), toml::to_string(&scenario)?)?;
+
+    let csv_path = cli
+        .csv
+        .clone()
+        .unwrap_or_else(|| cli.out.join("cycles.csv"));
+    let mut csv = std::io::BufWriter::new(
+        fs::File::create(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?,
+    );
+    writeln!(csv, "{}", Row::CSV_HEADER)?;
+
+    let bar = ProgressBar::new(u64::from(scenario.cycles) + 1);
+    if cli.quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] cycle {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut write_error = None;
+    let result = scenario::run(&scenario, |row| {
+        if let Err(e) = writeln!(csv, "{}", row.csv()) {
+            write_error.get_or_insert(e);
+        }
+        if row.failed > 0 {
+            bar.suspend(|| println!("cycle {}: {} peers crashed", row.cycle, row.failed));
+        }
+        bar.set_message(format!(
+            "peers {} view {:.2}±{:.2} [{}..{}]",
+            row.peers, row.view[0], row.view[1], row.view[2], row.view[3]
+        ));
+        bar.inc(1);
+    })?;
+    let wall = started.elapsed();
+    bar.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e).context("writing cycles.csv");
+    }
+    csv.flush()?;
+
+    let summary = summary(&scenario, &result, wall.as_secs_f64());
+    print!("{summary}");
+    fs::write(cli.out.join("summary.txt"), &summary)?;
+    if !cli.no_plots {
+        draw_plots(&cli.out, &result)?;
+    }
+    eprintln!("wrote {}", cli.out.display());
+    Ok(())
+}
+
+fn summary(s: &Scenario, r: &RunResult, wall: f64) -> String {
+    let last = r.rows.last().expect("cycle 0 is always measured");
+    let mut t = String::new();
+    let mut line = |k: &str, v: String| t.push_str(&format!("{k:<34} {v}\n"));
+    line("seed", s.seed.to_string());
+    line("peers (live at the end)", last.peers.to_string());
+    line("cycles", s.cycles.to_string());
+    line("ln N", format!("{:.3}", last.ln_n));
+    line(
+        "partial view mean ± σ [min, max]",
+        format!(
+            "{:.3} ± {:.3} [{}, {}]",
+            last.view[0], last.view[1], last.view[2], last.view[3]
+        ),
+    );
+    line(
+        "in-degree mean ± σ [min, max]",
+        format!(
+            "{:.3} ± {:.3} [{}, {}]",
+            last.in_degree[0], last.in_degree[1], last.in_degree[2], last.in_degree[3]
+        ),
+    );
+    let mean = last.in_degree[0];
+    line(
+        "in-degree within mean ± 1",
+        format!(
+            "{:.1}%",
+            100.0
+                * measure::share_within(
+                    &r.in_degrees,
+                    (mean - 1.0).round().max(0.0) as u32,
+                    (mean + 1.0).round() as u32
+                )
+        ),
+    );
+    line(
+        "arcs (Σ out / Σ in)",
+        format!("{} / {}", last.arcs, last.arcs_in),
+    );
+    line("empty partial views", last.empty_views.to_string());
+    line(
+        "peers with a duplicate arc",
+        format!("{:.2}%", 100.0 * last.duplicates),
+    );
+    line(
+        "strong components (largest)",
+        format!("{} ({})", last.strong.0, last.strong.1),
+    );
+    line(
+        "weak components (largest)",
+        format!("{} ({})", last.weak.0, last.weak.1),
+    );
+    line("clustering coefficient", format!("{:.5}", r.clustering));
+    line(
+        "average shortest path (reached)",
+        format!("{:.3} ({:.1}%)", r.path.mean, 100.0 * r.path.reached),
+    );
+    line(
+        "size estimate error local / avg",
+        format!(
+            "{:.1}% / {:.1}%",
+            100.0 * last.estimate_local_error,
+            100.0 * last.estimate_error
+        ),
+    );
+    if let Some(first_strong_split) = r.removals.iter().find(|m| m.strong.count > 1) {
+        line(
+            "strong components split at",
+            format!("{:.0}% removed", 100.0 * first_strong_split.removed),
+        );
+    }
+    if let Some(first_weak_split) = r.removals.iter().find(|m| m.weak.count > 1) {
+        line(
+            "weak components split at",
+            format!("{:.0}% removed", 100.0 * first_weak_split.removed),
+        );
+    }
+    line("events", r.events.to_string());
+    line(
+        "wall time, event rate",
+        format!(
+            "{wall:.2} s, {:.0} events/s",
+            r.events as f64 / wall.max(1e-9)
+        ),
+    );
+    t
+}
+
+fn draw_plots(out: &Path, r: &RunResult) -> anyhow::Result<()> {
+    use plot::{Labels, Series};
+    let pts = |f: &dyn Fn(&Row) -> f64| -> Vec<(f64, f64)> {
+        r.rows
+            .iter()
+            .map(|row| (f64::from(row.cycle), f(row)))
+            .collect()
+    };
+    plot::lines(
+        &out.join("views"),
+        Labels {
+            title: "Partial-view size over cycles",
+            x: "cycle",
+            y: "arcs in the partial view",
+        },
+        &[
+            Series::new("mean", pts(&|row| row.view[0])),
+            Series::new("min", pts(&|row| row.view[2])),
+            Series::new("max", pts(&|row| row.view[3])),
+            Series::reference("ln N", pts(&|row| row.ln_n)),
+        ],
+    )?;
+    plot::lines(
+        &out.join("variance"),
+        Labels {
+            title: "Partial-view size variance over cycles",
+            x: "cycle",
+            y: "variance",
+        },
+        &[Series::new("σ²", pts(&|row| row.view[1] * row.view[1]))],
+    )?;
+    plot::lines(
+        &out.join("arcs"),
+        Labels {
+            title: "Arcs and peers over cycles",
+            x: "cycle",
+            y: "count",
+        },
+        &[
+            Series::new("arcs", pts(&|row| row.arcs as f64)),
+            Series::new("peers", pts(&|row| row.peers as f64)),
+        ],
+    )?;
+    let ln_n = r.rows.last().map_or(0.0, |row| row.ln_n);
+    plot::histogram(
+        &out.join("view-histogram"),
+        Labels {
+            title: "Partial-view size distribution",
+            x: "arcs in the partial view",
+            y: "peers",
+        },
+        &r.views,
+        Some(("ln N", ln_n)),
+    )?;
+    plot::histogram(
+        &out.join("in-degree-histogram"),
+        Labels {
+            title: "In-degree distribution",
+            x: "in-degree",
+            y: "peers",
+        },
+        &r.in_degrees,
+        Some(("ln N", ln_n)),
+    )?;
+    if !r.removals.is_empty() {
+        let share = |f: &dyn Fn(&measure::Removal) -> usize| -> Vec<(f64, f64)> {
+            r.removals
+                .iter()
+                .map(|m| {
+                    (
+                        100.0 * m.removed,
+                        100.0 * f(m) as f64 / m.left.max(1) as f64,
+                    )
+                })
+                .collect()
+        };
+        plot::lines(
+            &out.join("removal"),
+            Labels {
+                title: "Largest component after removing peers at once",
+                x: "peers removed (%)",
+                y: "largest component (% of peers left)",
+            },
+            &[
+                Series::new("strong", share(&|m| m.strong.largest)),
+                Series::new("weak", share(&|m| m.weak.largest)),
+            ],
+        )?;
+    }
+    Ok(())
+}
