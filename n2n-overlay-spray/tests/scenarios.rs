@@ -11,7 +11,7 @@ use rand::Rng;
 const OUT: Direction = Direction::Outgoing;
 const IN: Direction = Direction::Incoming;
 
-fn send(to: u32, m: Message) -> Output<u32, Timer> {
+fn send(to: u32, m: Message<u32>) -> Output<u32, Timer> {
     Output::Send {
         to,
         payload: m.encode(),
@@ -86,7 +86,7 @@ fn join_on_a_one_peer_network() {
         1,
         Input::Message {
             from: 2,
-            payload: Message::Join.encode(),
+            payload: Message::<u32>::Join.encode(),
         },
     );
     assert_eq!(out, vec![Output::OpenArc { to: 2 }]);
@@ -119,7 +119,7 @@ fn join_on_a_two_peer_network() {
         1,
         Input::Message {
             from: 3,
-            payload: Message::Join.encode(),
+            payload: Message::<u32>::Join.encode(),
         },
     );
     assert_eq!(out, vec![Output::Bridge { from: 2, to: 3 }]);
@@ -143,7 +143,7 @@ fn join_bridges_once_per_arc_occurrence() {
         1,
         Input::Message {
             from: 9,
-            payload: Message::Join.encode(),
+            payload: Message::<u32>::Join.encode(),
         },
     );
     assert_eq!(
@@ -186,7 +186,10 @@ fn shuffle_step_by_step() {
                 2,
                 Message::Exchange {
                     id: 0,
-                    mean_view: 3.0
+                    mean_view: 3.0,
+                    // The arc to 2 given back as an arc to 1, new; the arc to 3,
+                    // one round old.
+                    sample: vec![(1, 0), (3, 1)],
                 }
             ),
             Output::SetTimer {
@@ -203,9 +206,10 @@ fn shuffle_step_by_step() {
         2,
         Input::Message {
             from: 1,
-            payload: Message::Exchange {
+            payload: Message::<u32>::Exchange {
                 id: 0,
                 mean_view: 3.0,
+                sample: vec![(1, 0), (3, 1)],
             }
             .encode(),
         },
@@ -217,7 +221,8 @@ fn shuffle_step_by_step() {
                 1,
                 Message::ExchangeReply {
                     id: 0,
-                    mean_view: 2.5
+                    mean_view: 2.5,
+                    sample: vec![(2, 0)],
                 }
             ),
             // 2 gives its arc to 1: replaced by an arc from 1 to 2.
@@ -248,6 +253,9 @@ fn shuffle_step_by_step() {
     assert_eq!(net.views(1), (vec![2, 3], vec![2]));
     assert_eq!(net.views(2), (vec![1, 3, 4], vec![1]));
     assert_eq!(net.arcs(), before);
+    // The arcs moved to 2 kept their ages: the arc to 3 is one round old.
+    let ages: Vec<(u32, u32)> = net.peer(2).partial_view().map(|(p, a)| (*p, a)).collect();
+    assert_eq!(ages, vec![(4, 0), (1, 0), (3, 1)]);
     // Ages: 1's remaining arc to 3 is one round old, the new arc to 2 is new.
     let ages: Vec<(u32, u32)> = net.peer(1).partial_view().map(|(p, a)| (*p, a)).collect();
     assert_eq!(ages, vec![(3, 1), (2, 0)]);
@@ -323,9 +331,10 @@ fn failed_exchange_is_peer_down() {
         1,
         Input::Message {
             from: 2,
-            payload: Message::ExchangeReply {
+            payload: Message::<u32>::ExchangeReply {
                 id: 0,
                 mean_view: 2.0,
+                sample: vec![(3, 0)],
             }
             .encode(),
         },
@@ -375,9 +384,10 @@ fn graceful_leave() {
         1,
         Input::Message {
             from: 3,
-            payload: Message::Exchange {
+            payload: Message::<u32>::Exchange {
                 id: 5,
                 mean_view: 1.0,
+                sample: vec![],
             }
             .encode(),
         },

@@ -18,7 +18,9 @@ use crate::stats::{self, Snapshot};
 pub enum Latency {
     /// Always the same.
     Fixed(Duration),
-    /// Uniform in `[min, max]`, drawn per hop.
+    /// Uniform in `[min, max]`, drawn once per link (from the seed and the
+    /// two ends): a link keeps its latency, so messages on it arrive in the
+    /// order they were sent, as on a real connection.
     Uniform {
         /// Smallest delay.
         min: Duration,
@@ -442,16 +444,17 @@ impl<O: Overlay<u32>> Sim<O> {
         });
     }
 
-    fn hop(&mut self) -> u64 {
+    /// One-way delay of the link between `a` and `b`.
+    fn hop(&self, a: u32, b: u32) -> u64 {
         match self.config.latency {
             Latency::Fixed(d) => micros(d),
             Latency::Uniform { min, max } => {
                 let (lo, hi) = (micros(min), micros(max));
                 if hi <= lo {
-                    lo
-                } else {
-                    self.rng.random_range(lo..=hi)
+                    return lo;
                 }
+                let link = (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
+                lo + mix(self.config.seed ^ mix(link)) % (hi - lo + 1)
             }
         }
     }
@@ -501,7 +504,7 @@ impl<O: Overlay<u32>> Sim<O> {
                 } else if self.lost() {
                     self.counters.lost += 1;
                 } else {
-                    let t = self.now + self.hop();
+                    let t = self.now + self.hop(at, to);
                     self.schedule(
                         t,
                         Kind::Message {
@@ -513,7 +516,7 @@ impl<O: Overlay<u32>> Sim<O> {
                 }
             }
             Output::OpenArc { to } => {
-                let t = self.now + self.hop();
+                let t = self.now + self.hop(at, to);
                 if self.is_alive(to) && self.connected(at, to) {
                     self.schedule(t, Kind::OpenArc { from: at, to });
                 } else {
@@ -521,7 +524,7 @@ impl<O: Overlay<u32>> Sim<O> {
                 }
             }
             Output::CloseArc { to } => {
-                let t = self.now + self.hop();
+                let t = self.now + self.hop(at, to);
                 self.schedule(t, Kind::CloseArc { from: at, to });
             }
             Output::Bridge { from, to } => self.route_bridge(at, from, to),
@@ -534,7 +537,7 @@ impl<O: Overlay<u32>> Sim<O> {
     }
 
     fn route_bridge(&mut self, via: u32, from: u32, to: u32) {
-        let order = self.now + self.hop();
+        let order = self.now + self.hop(via, from);
         if !self.is_alive(from) || !self.connected(via, from) || self.lost() {
             self.schedule(order, Kind::BridgeFailed { via, from, to });
             return;
@@ -549,8 +552,8 @@ impl<O: Overlay<u32>> Sim<O> {
         let mut lost = false;
         if to != via && !self.connected(from, to) {
             // Offer from → via → to, answer to → via → from.
+            t += 2 * (self.hop(from, via) + self.hop(via, to));
             for _ in 0..4 {
-                t += self.hop();
                 lost |= self.lost();
             }
         }

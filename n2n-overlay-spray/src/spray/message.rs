@@ -1,16 +1,29 @@
 //! The messages Spray peers exchange, and their compact binary encoding.
 //!
-//! A message is one tag byte followed by fixed-size little-endian fields:
+//! A message is one tag byte followed by its fields:
 //!
 //! | message | bytes |
 //! |---|---|
 //! | [`Message::Join`] | `01` |
-//! | [`Message::Exchange`] | `02`, id `u64`, mean view `f32` |
-//! | [`Message::ExchangeReply`] | `03`, id `u64`, mean view `f32` |
+//! | [`Message::Exchange`] | `02`, id `u64` LE, mean view `f32` LE, sample |
+//! | [`Message::ExchangeReply`] | `03`, id `u64` LE, mean view `f32` LE, sample |
 //! | [`Message::Leave`] | `04` |
 //!
-//! The bytes come from the network: [`Message::decode`] checks every length,
-//! tag and value and returns a [`DecodeError`], never panics.
+//! A sample is the list of `(peer, age)` arcs the sender gives away in the
+//! shuffle, in the `postcard` format, so that the arcs keep their ages when
+//! they move (as the paper's partial views do). The bytes come from the
+//! network: [`Message::decode`] checks every length, tag and value and returns
+//! a [`DecodeError`], never panics.
+
+/// Most arcs a sample may list (a view holds about ln N arcs; 1024 is far
+/// beyond any network).
+pub const MAX_SAMPLE: usize = 1024;
+
+/// Largest encoded message accepted.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Largest mean view size a peer may announce; anything above is a lie
 /// (a view of 1000 arcs would mean a network of e^1000 peers).
@@ -20,11 +33,11 @@ const TAG_JOIN: u8 = 1;
 const TAG_EXCHANGE: u8 = 2;
 const TAG_EXCHANGE_REPLY: u8 = 3;
 const TAG_LEAVE: u8 = 4;
-const EXCHANGE_LEN: usize = 1 + 8 + 4;
+const HEADER_LEN: usize = 1 + 8 + 4;
 
-/// One Spray message.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Message {
+/// One Spray message, over peer ids `P`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message<P> {
     /// A newcomer joins through the recipient (its contact).
     Join,
     /// The sender starts a shuffle with the recipient.
@@ -33,6 +46,9 @@ pub enum Message {
         id: u64,
         /// The sender's running mean of view sizes (for the size estimate).
         mean_view: f32,
+        /// The arcs the sender will give once answered: `(target, age)`,
+        /// an arc to the recipient already replaced by one to the sender.
+        sample: Vec<(P, u32)>,
     },
     /// The recipient of an [`Message::Exchange`] answers it.
     ExchangeReply {
@@ -40,6 +56,9 @@ pub enum Message {
         id: u64,
         /// The mean of both peers' running means.
         mean_view: f32,
+        /// The arcs the sender gives: `(target, age)`, an arc to the
+        /// recipient already replaced by one to the sender.
+        sample: Vec<(P, u32)>,
     },
     /// The sender leaves the overlay: close your arcs to it, it is no crash.
     Leave,
@@ -67,18 +86,33 @@ pub enum DecodeError {
     /// The announced mean view is not a finite number in `[0, MAX_MEAN_VIEW]`.
     #[error("spray message announces an invalid mean view {0}")]
     MeanView(f32),
+    /// The message exceeds [`MAX_MESSAGE`] bytes.
+    #[error("spray message of {0} bytes is too large")]
+    TooLarge(usize),
+    /// The sample is not a valid list of `(peer, age)`.
+    #[error("invalid sample in spray message: {0}")]
+    Sample(String),
+    /// The sample lists more than [`MAX_SAMPLE`] arcs.
+    #[error("spray sample of {0} arcs is too large")]
+    SampleTooLarge(usize),
 }
 
-impl Message {
+impl<P: Serialize + DeserializeOwned> Message<P> {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        match *self {
+        match self {
             Message::Join => vec![TAG_JOIN],
             Message::Leave => vec![TAG_LEAVE],
-            Message::Exchange { id, mean_view } => encode_exchange(TAG_EXCHANGE, id, mean_view),
-            Message::ExchangeReply { id, mean_view } => {
-                encode_exchange(TAG_EXCHANGE_REPLY, id, mean_view)
-            }
+            Message::Exchange {
+                id,
+                mean_view,
+                sample,
+            } => encode_exchange(TAG_EXCHANGE, *id, *mean_view, sample),
+            Message::ExchangeReply {
+                id,
+                mean_view,
+                sample,
+            } => encode_exchange(TAG_EXCHANGE_REPLY, *id, *mean_view, sample),
         }
     }
 
@@ -88,22 +122,22 @@ impl Message {
     /// A [`DecodeError`] saying what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&tag, _) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        let expect = |expected: usize| {
-            if bytes.len() == expected {
-                Ok(())
-            } else {
-                Err(DecodeError::Length {
-                    tag,
-                    expected,
-                    actual: bytes.len(),
-                })
-            }
+        if bytes.len() > MAX_MESSAGE {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let length = |expected: usize| DecodeError::Length {
+            tag,
+            expected,
+            actual: bytes.len(),
         };
         match tag {
-            TAG_JOIN => expect(1).map(|()| Message::Join),
-            TAG_LEAVE => expect(1).map(|()| Message::Leave),
+            TAG_JOIN | TAG_LEAVE if bytes.len() != 1 => Err(length(1)),
+            TAG_JOIN => Ok(Message::Join),
+            TAG_LEAVE => Ok(Message::Leave),
             TAG_EXCHANGE | TAG_EXCHANGE_REPLY => {
-                expect(EXCHANGE_LEN)?;
+                if bytes.len() < HEADER_LEN + 1 {
+                    return Err(length(HEADER_LEN + 1));
+                }
                 let mut id = [0u8; 8];
                 id.copy_from_slice(&bytes[1..9]);
                 let mut mean = [0u8; 4];
@@ -113,10 +147,30 @@ impl Message {
                 if !(0.0..=MAX_MEAN_VIEW).contains(&mean_view) {
                     return Err(DecodeError::MeanView(mean_view));
                 }
+                let (sample, rest): (Vec<(P, u32)>, &[u8]) =
+                    postcard::take_from_bytes(&bytes[HEADER_LEN..])
+                        .map_err(|e| DecodeError::Sample(e.to_string()))?;
+                if !rest.is_empty() {
+                    return Err(DecodeError::Sample(format!(
+                        "{} trailing bytes",
+                        rest.len()
+                    )));
+                }
+                if sample.len() > MAX_SAMPLE {
+                    return Err(DecodeError::SampleTooLarge(sample.len()));
+                }
                 Ok(if tag == TAG_EXCHANGE {
-                    Message::Exchange { id, mean_view }
+                    Message::Exchange {
+                        id,
+                        mean_view,
+                        sample,
+                    }
                 } else {
-                    Message::ExchangeReply { id, mean_view }
+                    Message::ExchangeReply {
+                        id,
+                        mean_view,
+                        sample,
+                    }
                 })
             }
             other => Err(DecodeError::UnknownTag(other)),
@@ -124,12 +178,13 @@ impl Message {
     }
 }
 
-fn encode_exchange(tag: u8, id: u64, mean_view: f32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(EXCHANGE_LEN);
+fn encode_exchange<P: Serialize>(tag: u8, id: u64, mean_view: f32, sample: &[(P, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 1 + sample.len() * 8);
     out.push(tag);
     out.extend_from_slice(&id.to_le_bytes());
     out.extend_from_slice(&mean_view.to_le_bytes());
-    out
+    // Serializing plain ids and integers into a Vec cannot fail.
+    postcard::to_extend(sample, out).expect("postcard encodes into a Vec")
 }
 
 #[cfg(test)]
@@ -137,35 +192,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    type M = Message<u32>;
+
     proptest! {
         /// Arbitrary bytes decode to a message or an error, never a panic, and
         /// whatever decodes re-encodes to the same bytes.
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..32)) {
-            if let Ok(m) = Message::decode(&bytes) {
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(m) = M::decode(&bytes) {
                 prop_assert_eq!(m.encode(), bytes);
             }
         }
 
         /// Every valid message survives a round trip.
         #[test]
-        fn round_trip(id in any::<u64>(), mean in 0.0f32..=MAX_MEAN_VIEW, kind in 0u8..4) {
+        fn round_trip(
+            id in any::<u64>(),
+            mean in 0.0f32..=MAX_MEAN_VIEW,
+            kind in 0u8..4,
+            sample in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..20),
+        ) {
             let m = match kind {
-                0 => Message::Join,
-                1 => Message::Exchange { id, mean_view: mean },
-                2 => Message::ExchangeReply { id, mean_view: mean },
-                _ => Message::Leave,
+                0 => M::Join,
+                1 => M::Exchange { id, mean_view: mean, sample },
+                2 => M::ExchangeReply { id, mean_view: mean, sample },
+                _ => M::Leave,
             };
-            prop_assert_eq!(Message::decode(&m.encode()), Ok(m));
+            prop_assert_eq!(M::decode(&m.encode()), Ok(m));
         }
     }
 
     #[test]
     fn rejects_garbage_with_typed_errors() {
-        assert_eq!(Message::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(Message::decode(&[9]), Err(DecodeError::UnknownTag(9)));
+        assert_eq!(M::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(M::decode(&[9]), Err(DecodeError::UnknownTag(9)));
         assert_eq!(
-            Message::decode(&[1, 0]),
+            M::decode(&[1, 0]),
             Err(DecodeError::Length {
                 tag: 1,
                 expected: 1,
@@ -173,29 +235,44 @@ mod tests {
             })
         );
         assert_eq!(
-            Message::decode(&[2, 0, 0]),
+            M::decode(&[2, 0, 0]),
             Err(DecodeError::Length {
                 tag: 2,
-                expected: 13,
+                expected: 14,
                 actual: 3
             })
         );
-        let mut nan = Message::Exchange {
+        let exchange = M::Exchange {
             id: 1,
             mean_view: 1.0,
+            sample: vec![(5, 2)],
         }
         .encode();
+        let mut nan = exchange.clone();
         nan[9..13].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(matches!(
-            Message::decode(&nan),
-            Err(DecodeError::MeanView(_))
-        ));
-        let mut huge = Message::ExchangeReply {
-            id: 1,
-            mean_view: 1.0,
+        assert!(matches!(M::decode(&nan), Err(DecodeError::MeanView(_))));
+        let mut huge = exchange.clone();
+        huge[9..13].copy_from_slice(&1e9f32.to_le_bytes());
+        assert_eq!(M::decode(&huge), Err(DecodeError::MeanView(1e9)));
+        let mut trailing = exchange.clone();
+        trailing.push(0);
+        assert!(matches!(M::decode(&trailing), Err(DecodeError::Sample(_))));
+        let mut truncated = exchange;
+        truncated.pop();
+        assert!(matches!(M::decode(&truncated), Err(DecodeError::Sample(_))));
+        let big = M::ExchangeReply {
+            id: 0,
+            mean_view: 0.0,
+            sample: vec![(1, 1); MAX_SAMPLE + 1],
         }
         .encode();
-        huge[9..13].copy_from_slice(&1e9f32.to_le_bytes());
-        assert_eq!(Message::decode(&huge), Err(DecodeError::MeanView(1e9)));
+        assert_eq!(
+            M::decode(&big),
+            Err(DecodeError::SampleTooLarge(MAX_SAMPLE + 1))
+        );
+        assert_eq!(
+            M::decode(&vec![2; MAX_MESSAGE + 1]),
+            Err(DecodeError::TooLarge(MAX_MESSAGE + 1))
+        );
     }
 }

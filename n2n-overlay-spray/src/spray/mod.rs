@@ -27,7 +27,7 @@
 //! assert_eq!(newcomer.poll_output(), Some(Output::OpenArc { to: 1 }));
 //! assert_eq!(
 //!     newcomer.poll_output(),
-//!     Some(Output::Send { to: 1, payload: spray::Message::Join.encode() })
+//!     Some(Output::Send { to: 1, payload: spray::Message::<u32>::Join.encode() })
 //! );
 //! ```
 
@@ -37,5 +37,5 @@ mod state;
 mod view;
 
 pub use config::{Config, ConfigError};
-pub use message::{DecodeError, MAX_MEAN_VIEW, Message};
+pub use message::{DecodeError, MAX_MEAN_VIEW, MAX_MESSAGE, MAX_SAMPLE, Message};
 pub use state::{PROTOCOL, State, Timer};

@@ -8,6 +8,8 @@ use n2n_core::arc::{Direction, Inview, Outview};
 use n2n_core::overlay::{ArcCloseReason, ConnectionState, Input, Output, Overlay};
 use n2n_core::wire::ProtocolId;
 use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::{debug, trace, warn};
 
 use super::config::Config;
@@ -20,6 +22,9 @@ pub const PROTOCOL: ProtocolId = ProtocolId::from_name("spray");
 /// `γ − 1/2`: the mean view of a Spray network of N peers built by joins is
 /// `1 + Σ_{k=3..N} 1/k ≈ ln N + γ − 1/2`, so `N ≈ exp(mean view − (γ − 1/2))`.
 const VIEW_OFFSET: f64 = 0.577_215_664_901_532_9 - 0.5;
+
+/// How many announced `(peer, age)` arcs wait for their arc to arrive.
+const MAX_INCOMING: usize = 256;
 
 /// Spray's timers, handed back in `Input::Timer` when they fire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,7 +96,9 @@ pub struct State<P, R> {
     view: PartialView<P>,
     outview: Outview<P>,
     inview: Inview<P>,
-    round: u32,
+    round: i64,
+    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age)`.
+    incoming: VecDeque<(P, u32)>,
     outputs: VecDeque<Output<P, Timer>>,
     connection: ConnectionState,
     shuffle_armed: bool,
@@ -111,13 +118,14 @@ impl<P: fmt::Debug, R> fmt::Debug for State<P, R> {
             .field("inview", &self.inview)
             .field("connection", &self.connection)
             .field("round", &self.round)
+            .field("incoming", &self.incoming)
             .finish_non_exhaustive()
     }
 }
 
 impl<P, R> State<P, R>
 where
-    P: Ord + Clone + fmt::Debug + Send + 'static,
+    P: Ord + Clone + fmt::Debug + Serialize + DeserializeOwned + Send + 'static,
     R: Rng + Send + 'static,
 {
     /// A peer called `local`, not yet in any overlay, drawing its random
@@ -131,6 +139,7 @@ where
             outview: Outview::new(),
             inview: Inview::new(),
             round: 0,
+            incoming: VecDeque::new(),
             outputs: VecDeque::new(),
             connection: ConnectionState::Disconnected,
             shuffle_armed: false,
@@ -163,7 +172,7 @@ where
             .entries()
             .iter()
             .filter(|e| e.mark != Mark::Closing)
-            .map(|e| (&e.peer, self.round - e.born))
+            .map(|e| (&e.peer, age(self.round, e.born)))
     }
 
     /// Size of the partial view `|P|` (arcs being closed excluded).
@@ -211,7 +220,7 @@ where
         self.outputs.push_back(output);
     }
 
-    fn send(&mut self, to: P, message: Message) {
+    fn send(&mut self, to: P, message: Message<P>) {
         self.push(Output::Send {
             to,
             payload: message.encode(),
@@ -269,6 +278,32 @@ where
             .nth(k)
             .map(|e| e.peer.clone())
             .expect("k < view size")
+    }
+
+    /// The `(target, age)` list of the entries in `self.scratch`, as given to
+    /// `partner`: an arc to the partner becomes an arc to us, of age 0.
+    fn sample_list(&self, partner: &P) -> Vec<(P, u32)> {
+        self.scratch
+            .iter()
+            .map(|&i| {
+                let e = &self.view.entries()[i];
+                if &e.peer == partner {
+                    (self.local.clone(), 0)
+                } else {
+                    (e.peer.clone(), age(self.round, e.born))
+                }
+            })
+            .collect()
+    }
+
+    /// Remembers the ages of arcs a partner announced, until they arrive.
+    fn expect_arcs(&mut self, sample: Vec<(P, u32)>) {
+        for arc in sample {
+            if self.incoming.len() == MAX_INCOMING {
+                self.incoming.pop_front();
+            }
+            self.incoming.push_back(arc);
+        }
     }
 
     /// Gives the entries listed in `self.scratch` away to `partner`: bridges
@@ -420,7 +455,14 @@ where
             }
             Direction::Outgoing => {
                 self.outview.insert(peer.clone());
-                self.view.push(peer.clone(), self.round);
+                let born = match self.incoming.iter().position(|(p, _)| *p == peer) {
+                    Some(i) => {
+                        let (_, arc_age) = self.incoming.remove(i).expect("found");
+                        self.round - i64::from(arc_age)
+                    }
+                    None => self.round,
+                };
+                self.view.push(peer.clone(), born);
                 if self.leave == LeavePhase::Left {
                     let i = self.view.entries().len() - 1;
                     self.view.set_mark(i, Mark::Closing);
@@ -515,7 +557,7 @@ where
     }
 
     fn shuffle(&mut self, now: Instant) {
-        self.round = self.round.wrapping_add(1);
+        self.round += 1;
         if self.exchange.is_some() {
             debug!("spray: previous exchange still pending, round skipped");
             return;
@@ -540,8 +582,17 @@ where
         let id = self.next_exchange;
         self.next_exchange += 1;
         let mean_view = self.mix_mean() as f32;
+        self.scratch.insert(0, qi);
+        let sample = self.sample_list(&partner);
         trace!(?partner, id, sample = k + 1, "spray: shuffle");
-        self.send(partner.clone(), Message::Exchange { id, mean_view });
+        self.send(
+            partner.clone(),
+            Message::Exchange {
+                id,
+                mean_view,
+                sample,
+            },
+        );
         self.push(Output::SetTimer {
             at: now + self.config.exchange_timeout,
             timer: Timer::ExchangeTimeout { id },
@@ -549,11 +600,19 @@ where
         self.exchange = Some(PendingExchange { id, partner });
     }
 
-    fn on_message(&mut self, now: Instant, from: P, message: Message) {
+    fn on_message(&mut self, now: Instant, from: P, message: Message<P>) {
         match message {
             Message::Join => self.on_join(now, from),
-            Message::Exchange { id, mean_view } => self.on_exchange(from, id, mean_view),
-            Message::ExchangeReply { id, mean_view } => self.on_exchange_reply(from, id, mean_view),
+            Message::Exchange {
+                id,
+                mean_view,
+                sample,
+            } => self.on_exchange(from, id, mean_view, sample),
+            Message::ExchangeReply {
+                id,
+                mean_view,
+                sample,
+            } => self.on_exchange_reply(from, id, mean_view, sample),
             Message::Leave => self.on_leave(from),
         }
     }
@@ -584,7 +643,7 @@ where
         self.arm_shuffle(now);
     }
 
-    fn on_exchange(&mut self, from: P, id: u64, their_mean: f32) {
+    fn on_exchange(&mut self, from: P, id: u64, their_mean: f32, theirs: Vec<(P, u32)>) {
         if self.leave != LeavePhase::Member {
             debug!(?from, "spray: exchange while leaving ignored");
             return;
@@ -599,17 +658,20 @@ where
         let mine = self.mix_mean();
         let mean = (mine + f64::from(their_mean)) / 2.0;
         self.mean_view = Some(mean);
+        let sample = self.sample_list(&from);
         self.send(
             from.clone(),
             Message::ExchangeReply {
                 id,
                 mean_view: mean as f32,
+                sample,
             },
         );
+        self.expect_arcs(theirs);
         self.give_sample(&from);
     }
 
-    fn on_exchange_reply(&mut self, from: P, id: u64, mean: f32) {
+    fn on_exchange_reply(&mut self, from: P, id: u64, mean: f32, theirs: Vec<(P, u32)>) {
         if !self
             .exchange
             .as_ref()
@@ -620,6 +682,7 @@ where
         }
         self.exchange = None;
         self.mean_view = Some(f64::from(mean));
+        self.expect_arcs(theirs);
         self.scratch.clear();
         self.scratch.extend(
             self.view
@@ -651,7 +714,7 @@ where
 
 impl<P, R> Overlay<P> for State<P, R>
 where
-    P: Ord + Clone + fmt::Debug + Send + 'static,
+    P: Ord + Clone + fmt::Debug + Serialize + DeserializeOwned + Send + 'static,
     R: Rng + Send + 'static,
 {
     type Timer = Timer;
@@ -724,6 +787,11 @@ where
         }
         out
     }
+}
+
+/// The age of an arc born in round `born`, seen in round `round`.
+fn age(round: i64, born: i64) -> u32 {
+    u32::try_from(round - born).unwrap_or(u32::MAX)
 }
 
 /// Keeps `k` elements of `v` drawn uniformly without replacement, in random order.

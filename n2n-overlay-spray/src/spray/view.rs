@@ -3,7 +3,7 @@
 //! The outview multiset of `n2n-core` counts arcs; Spray also needs each arc's
 //! age (to pick the oldest neighbour) and to know which arcs are promised away
 //! in a shuffle. An age is stored as the shuffle round the arc was born in, so
-//! ageing every arc costs nothing.
+//! ageing every arc costs nothing; an arc that moves in a shuffle keeps its age.
 
 /// What is happening to an arc occurrence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +20,9 @@ pub(crate) enum Mark {
 #[derive(Clone, Debug)]
 pub(crate) struct Entry<P> {
     pub(crate) peer: P,
-    pub(crate) born: u32,
+    /// The shuffle round the arc was born in (negative for an arc that
+    /// arrived older than this peer's rounds).
+    pub(crate) born: i64,
     pub(crate) mark: Mark,
 }
 
@@ -40,7 +42,7 @@ impl<P: PartialEq + Clone> PartialView<P> {
         &self.entries
     }
 
-    pub(crate) fn push(&mut self, peer: P, born: u32) {
+    pub(crate) fn push(&mut self, peer: P, born: i64) {
         self.entries.push(Entry {
             peer,
             born,
