@@ -455,3 +455,26 @@ fn size_estimates() {
     );
     assert!((p.size_estimate() - p.local_size_estimate()).abs() < 1e-9);
 }
+
+/// Only a peer holding an arc to us may shuffle with us: a stranger's
+/// exchange would otherwise drain half our view at each message.
+#[test]
+fn exchange_from_a_stranger_is_ignored() {
+    let mut net = Net::new(&[1, 2, 3], 0);
+    net.arc(1, 2);
+    net.arc(1, 3);
+    let out = net.input(
+        1,
+        Input::Message {
+            from: 3,
+            payload: Message::<u32>::Exchange {
+                id: 9,
+                mean_view: 2.0,
+                sample: vec![],
+            }
+            .encode(),
+        },
+    );
+    assert_eq!(out, vec![]);
+    assert_eq!(net.views(1).0, vec![2, 3]);
+}

@@ -71,7 +71,8 @@ struct PendingExchange<P> {
 /// - **Shuffle**, every Δ: ages grow by one; `q` is the oldest arc; the
 ///   sample is `⌈|P|/2⌉ − 1` other arcs drawn at random plus that arc to `q`.
 ///   The sample is reserved and [`Message::Exchange`] goes to `q`. `q` draws
-///   `⌈|P_q|/2⌉` arcs, answers, and gives them away at once. On the answer, the
+///   `⌈|P_q|/2⌉` arcs, answers, and gives them away at once (`q` answers only
+///   a peer that holds an arc to it). On the answer, the
 ///   initiator gives its sample away. Giving arc `x → s` to partner `y` means
 ///   `Bridge { from: y, to: s }` then `CloseArc { to: s }`; an arc to the
 ///   partner itself becomes an arc from the partner to us (`to: self`). This
@@ -646,6 +647,15 @@ where
     fn on_exchange(&mut self, from: P, id: u64, their_mean: f32, theirs: Vec<(P, u32)>) {
         if self.leave != LeavePhase::Member {
             debug!(?from, "spray: exchange while leaving ignored");
+            return;
+        }
+        if !self.inview.contains(&from) {
+            // The initiator shuffles with the target of one of its arcs, so it
+            // holds an arc to us; otherwise it is no partner of ours.
+            warn!(
+                ?from,
+                "spray: exchange from a peer without an arc to us ignored"
+            );
             return;
         }
         let live = self
