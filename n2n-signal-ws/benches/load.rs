@@ -28,6 +28,24 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Makes sure this process may open `needed` sockets, raising the soft limit
+/// towards the hard one if needed.
+fn ensure_open_files(needed: u64) -> anyhow::Result<()> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|cur| cur >= needed) {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        limit.maximum.is_none_or(|max| max >= needed),
+        "{needed} open files needed, the hard limit is {:?} (raise it with `ulimit -Hn`)",
+        limit.maximum
+    );
+    limit.current = Some(needed);
+    setrlimit(Resource::Nofile, limit)?;
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -39,6 +57,8 @@ fn main() -> anyhow::Result<()> {
     let full = std::env::args().any(|a| a == "--bench");
     let clients: usize = if full { 1000 } else { 50 };
     let per_client = 10usize;
+    // One socket per client here (the server runs in its own process) plus slack.
+    ensure_open_files(clients as u64 + 256)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -42,6 +42,11 @@ pub struct ClientConfig {
     pub queue: usize,
     /// Largest frame accepted from the server, in bytes.
     pub max_frame: usize,
+    /// Period of the WebSocket pings that keep a quiet connection alive (the
+    /// server drops clients idle for longer than its idle timeout). A server
+    /// silent for three periods is deemed lost and the client reconnects.
+    #[serde(rename = "keepalive_ms", with = "millis")]
+    pub keepalive: Duration,
 }
 
 mod millis {
@@ -66,6 +71,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(10),
             queue: 256,
             max_frame: 256 * 1024,
+            keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -100,25 +106,34 @@ fn refused(code: ErrorCode, message: &str) -> SignalingError {
     SignalingError::Refused(format!("{code}: {message}"))
 }
 
+/// Reads one frame from the server: a message, or `None` for a ping or pong.
+async fn next_server_frame(ws: &mut Ws) -> Result<Option<ServerMessage>, SignalingError> {
+    match ws.next().await {
+        Some(Ok(WsMessage::Text(t))) => serde_json::from_str(&t).map(Some).map_err(|e| {
+            SignalingError::Other(format!(
+                "server sent a frame that is not a server message: {e}"
+            ))
+        }),
+        Some(Ok(WsMessage::Close(frame))) => {
+            let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+            Err(SignalingError::Refused(format!(
+                "server closed the connection: {reason}"
+            )))
+        }
+        Some(Ok(WsMessage::Binary(_))) => Err(SignalingError::Other(
+            "server sent a binary frame, which is not part of the protocol".into(),
+        )),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(SignalingError::Other(e.to_string())),
+        None => Err(SignalingError::Closed),
+    }
+}
+
+/// Reads the next message from the server, skipping pings and pongs.
 async fn next_server_message(ws: &mut Ws) -> Result<ServerMessage, SignalingError> {
     loop {
-        match ws.next().await {
-            Some(Ok(WsMessage::Text(t))) => {
-                return serde_json::from_str(&t).map_err(|e| {
-                    SignalingError::Other(format!(
-                        "server sent a frame that is not a server message: {e}"
-                    ))
-                });
-            }
-            Some(Ok(WsMessage::Close(frame))) => {
-                let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
-                return Err(SignalingError::Refused(format!(
-                    "server closed the connection: {reason}"
-                )));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(SignalingError::Other(e.to_string())),
-            None => return Err(SignalingError::Closed),
+        if let Some(message) = next_server_frame(ws).await? {
+            return Ok(message);
         }
     }
 }
@@ -259,31 +274,52 @@ async fn run(
     incoming: mpsc::Sender<SignedSignal>,
     last_error: Arc<Mutex<Option<(ErrorCode, String)>>>,
 ) {
+    let keepalive = config.keepalive.max(Duration::from_millis(10));
     loop {
         // Serve the connection until it drops.
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
         let refused_for_good = loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > keepalive * 3 {
+                        warn!("the signaling server went silent; reconnecting");
+                        break false;
+                    }
+                    let sent = tokio::time::timeout(keepalive, ws.send(WsMessage::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break false;
+                    }
+                }
                 signal = outgoing.recv() => {
                     let Some(signal) = signal else {
                         let _ = ws.close(None).await;
                         return;
                     };
                     let Ok(text) = serde_json::to_string(&ClientMessage::Signal { signal }) else { continue };
-                    if ws.send(WsMessage::text(text)).await.is_err() {
+                    let sent = tokio::time::timeout(config.connect_timeout, ws.send(WsMessage::text(text))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break false;
                     }
                 }
-                message = next_server_message(&mut ws) => match message {
-                    Ok(ServerMessage::Signal { signal }) => {
+                message = next_server_frame(&mut ws) => match message {
+                    Ok(None) => last_heard = tokio::time::Instant::now(),
+                    Ok(Some(ServerMessage::Signal { signal })) => {
+                        last_heard = tokio::time::Instant::now();
                         if incoming.try_send(signal).is_err() {
                             warn!("incoming signal queue full; signal dropped");
                         }
                     }
-                    Ok(ServerMessage::Error { code, message }) => {
+                    Ok(Some(ServerMessage::Error { code, message })) => {
+                        last_heard = tokio::time::Instant::now();
                         debug!(%code, %message, "the signaling server refused a frame");
                         *last_error.lock().expect("error lock") = Some((code, message));
                     }
-                    Ok(other) => debug!(?other, "unexpected server message ignored"),
+                    Ok(Some(other)) => {
+                        last_heard = tokio::time::Instant::now();
+                        debug!(?other, "unexpected server message ignored");
+                    }
                     Err(SignalingError::Refused(reason)) => {
                         warn!(%reason, "signaling server closed the connection");
                         // Replaced by another connection of ours: do not fight it.

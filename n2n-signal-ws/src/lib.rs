@@ -34,7 +34,9 @@
 //!
 //! [`server::Config`]: frame size, signals per second per client, clients per
 //! room and in total, rooms, idle timeout, authentication timeout, per-client
-//! queue. A misbehaving client only ever loses its own connection.
+//! queue. A misbehaving client only ever loses its own connection. Any frame,
+//! a WebSocket ping included, counts as activity for the idle timeout; the
+//! client pings every `keepalive_ms` so that a quiet member stays joined.
 //!
 //! # Running the server by hand
 //!
@@ -52,7 +54,11 @@
 //! name = "ws"
 //! url = "ws://127.0.0.1:7000"
 //! room = "spray"
-//! connect_timeout_ms = 5000
+//! connect_timeout_ms = 5000   # connect, authenticate and join within this
+//! keepalive_ms = 30000        # ping period; a server silent for 3 periods is lost
+//! reconnect = true            # rejoin the same room after the connection drops
+//! backoff_min_ms = 100        # first reconnection delay, doubling up to
+//! backoff_max_ms = 10000
 //! ```
 
 pub mod client;

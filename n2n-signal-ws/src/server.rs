@@ -44,7 +44,8 @@ pub struct Config {
     pub max_clients: usize,
     /// Rooms at most.
     pub max_rooms: usize,
-    /// A client that sends nothing for this long is disconnected.
+    /// A client that sends nothing (not even a WebSocket ping) for this long is
+    /// disconnected.
     #[serde(rename = "idle_timeout_ms", with = "millis")]
     pub idle_timeout: Duration,
     /// Time to complete the WebSocket upgrade and the authentication.
@@ -268,9 +269,16 @@ async fn accept_loop(
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
+/// Longest wait to hand one frame to a client; a client that does not read is
+/// dropped after it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send_json(ws: &mut Ws, message: &ServerMessage) -> bool {
     match serde_json::to_string(message) {
-        Ok(text) => ws.send(WsMessage::text(text)).await.is_ok(),
+        Ok(text) => matches!(
+            tokio::time::timeout(SEND_TIMEOUT, ws.send(WsMessage::text(text))).await,
+            Ok(Ok(()))
+        ),
         Err(_) => false,
     }
 }
@@ -483,7 +491,7 @@ async fn serve_client(
                 Some(Outgoing::Close(code, message)) => return close(&mut ws, code, &message).await,
                 None => return,
             },
-            frame = tokio::time::timeout(config.idle_timeout, next_text(&mut ws)) => frame,
+            frame = tokio::time::timeout(config.idle_timeout, next_frame(&mut ws)) => frame,
         };
         let text = match frame {
             Err(_) => {
@@ -494,7 +502,8 @@ async fn serve_client(
                 )
                 .await;
             }
-            Ok(Ok(Some(text))) => text,
+            Ok(Ok(Some(Incoming::Text(text)))) => text,
+            Ok(Ok(Some(Incoming::Alive))) => continue,
             Ok(Ok(None)) => return,
             Ok(Err((code, message))) => return close(&mut ws, code, &message).await,
         };
@@ -562,26 +571,41 @@ fn relay(
     }
 }
 
-/// Reads the next text frame; `Ok(None)` when the client is gone.
-async fn next_text(ws: &mut Ws) -> Result<Option<String>, (ErrorCode, String)> {
+/// A frame from a client.
+enum Incoming {
+    /// A text frame: a protocol message.
+    Text(String),
+    /// A ping or pong: the client is alive (the library answers pings).
+    Alive,
+}
+
+/// Reads the next frame; `Ok(None)` when the client is gone.
+async fn next_frame(ws: &mut Ws) -> Result<Option<Incoming>, (ErrorCode, String)> {
     use tokio_tungstenite::tungstenite::Error;
+    match ws.next().await {
+        None => Ok(None),
+        Some(Ok(WsMessage::Text(t))) => Ok(Some(Incoming::Text(t.to_string()))),
+        Some(Ok(WsMessage::Binary(_))) => Err((
+            ErrorCode::BadFrame,
+            "binary frames are not part of the protocol".into(),
+        )),
+        Some(Ok(WsMessage::Close(_))) => Ok(None),
+        Some(Ok(_)) => Ok(Some(Incoming::Alive)),
+        Some(Err(Error::Capacity(e))) => Err((ErrorCode::FrameTooLarge, e.to_string())),
+        Some(Err(e)) => {
+            debug!(error = %e, "websocket error");
+            Ok(None)
+        }
+    }
+}
+
+/// Reads the next text frame, skipping pings; `Ok(None)` when the client is gone.
+async fn next_text(ws: &mut Ws) -> Result<Option<String>, (ErrorCode, String)> {
     loop {
-        match ws.next().await {
+        match next_frame(ws).await? {
             None => return Ok(None),
-            Some(Ok(WsMessage::Text(t))) => return Ok(Some(t.to_string())),
-            Some(Ok(WsMessage::Binary(_))) => {
-                return Err((
-                    ErrorCode::BadFrame,
-                    "binary frames are not part of the protocol".into(),
-                ));
-            }
-            Some(Ok(WsMessage::Close(_))) => return Ok(None),
-            Some(Ok(_)) => continue, // ping/pong are answered by the library
-            Some(Err(Error::Capacity(e))) => return Err((ErrorCode::FrameTooLarge, e.to_string())),
-            Some(Err(e)) => {
-                debug!(error = %e, "websocket error");
-                return Ok(None);
-            }
+            Some(Incoming::Text(t)) => return Ok(Some(t)),
+            Some(Incoming::Alive) => continue,
         }
     }
 }

@@ -133,13 +133,28 @@ async fn pair_still_works(url: &str, room: &str, seed: u64) {
     got.verify(&ka.peer_id()).unwrap();
 }
 
+/// Waits (at most 10 s) until `check` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn two_peers_join_a_room_and_connect_through_the_server() {
     let server = server(config()).await;
     let overlay = ProtocolId::from_name("ws-test");
     let network = MemoryNetwork::new();
     let mut nodes = Vec::new();
-    let mut sigs = Vec::new();
+    let mut contacts = Vec::new();
     for seed in [1, 2] {
         let k = key(seed);
         let sig = WsSignaling::connect(&server.url(), "room", &k, ClientConfig::default())
@@ -150,24 +165,26 @@ async fn two_peers_join_a_room_and_connect_through_the_server() {
             .protocol(overlay)
             .spawn()
             .unwrap();
-        node.handle().attach_signaling(sig.clone()).await;
+        contacts.push(node.handle().join(overlay, sig).await.unwrap());
         nodes.push(node);
-        sigs.push(sig);
     }
     let (a, b) = (nodes[0].local_peer_id(), nodes[1].local_peer_id());
-    assert_eq!(sigs[0].contact(), None, "the first peer has no contact");
-    assert_eq!(sigs[1].contact(), Some(a));
-    nodes[1]
-        .handle()
-        .connect(a, sigs[1].clone(), Some(overlay))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let snap = nodes[0].handle().snapshot().await;
     assert_eq!(
-        snap.view(overlay).0.count(&b),
+        contacts,
+        vec![None, Some(a)],
+        "the first peer has no contact; the second gets the first"
+    );
+    let handle = nodes[0].handle().clone();
+    eventually("A's inview holds B's arc", || {
+        let handle = handle.clone();
+        async move { handle.snapshot().await.view(overlay).0.count(&b) == 1 }
+    })
+    .await;
+    let snap = nodes[1].handle().snapshot().await;
+    assert_eq!(
+        snap.view(overlay).1.count(&a),
         1,
-        "A's inview holds B's arc"
+        "B's outview holds its arc to A"
     );
     let stats = server.stats();
     assert_eq!(stats.clients, 2);
@@ -175,7 +192,68 @@ async fn two_peers_join_a_room_and_connect_through_the_server() {
         stats.signals >= 2,
         "offer and answer went through the server"
     );
+    for node in nodes {
+        node.shutdown().await;
+    }
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn plugin_ws_builds_from_a_stack_file() {
+    use n2n_core::plugin::StackConfig;
+    let server = server(config()).await;
+    assert!(n2n_core::plugin::signalings().contains(&"ws"));
+    let overlay = ProtocolId::from_name("ws-stack");
+    let stack = StackConfig::from_toml_str(&format!(
+        "[transport]\nname = \"memory\"\n\n[signaling]\nname = \"ws\"\nurl = \"{}\"\nroom = \"stack\"\nconnect_timeout_ms = 3000\nkeepalive_ms = 1000\n",
+        server.url()
+    ))
+    .unwrap();
+    let mut nodes = Vec::new();
+    let mut contacts = Vec::new();
+    for seed in [200, 201] {
+        let (builder, sig) = Builder::from_stack(key(seed), &stack).await.unwrap();
+        let node = builder.protocol(overlay).spawn().unwrap();
+        let sig = sig.expect("the stack names a signaling plugin");
+        assert_eq!(sig.name(), "ws");
+        contacts.push(node.handle().join(overlay, sig).await.unwrap());
+        nodes.push(node);
+    }
+    assert_eq!(contacts, vec![None, Some(nodes[0].local_peer_id())]);
+    assert_eq!(server.stats().clients, 2);
+
+    // Bad settings and an unreachable server are clear errors.
+    let bad = StackConfig::from_toml_str(
+        "[transport]\nname = \"memory\"\n[signaling]\nname = \"ws\"\nroom = \"x\"\n",
+    )
+    .unwrap();
+    let err = Builder::from_stack(key(202), &bad).await.unwrap_err();
+    assert!(err.to_string().contains("url"), "{err}");
+    let bad = StackConfig::from_toml_str(&format!(
+        "[transport]\nname = \"memory\"\n[signaling]\nname = \"ws\"\nurl = \"{}\"\nconnect_timeout = 5\n",
+        server.url()
+    ))
+    .unwrap();
+    let err = Builder::from_stack(key(203), &bad).await.unwrap_err();
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    let port = free_port();
+    let unreachable = StackConfig::from_toml_str(&format!(
+        "[transport]\nname = \"memory\"\n[signaling]\nname = \"ws\"\nurl = \"ws://127.0.0.1:{port}\"\n"
+    ))
+    .unwrap();
+    let err = Builder::from_stack(key(204), &unreachable)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("ws: unreachable: ws://127.0.0.1:"), "{err}");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 #[tokio::test]
@@ -339,12 +417,46 @@ async fn idle_clients_are_disconnected() {
     let (mut ws, _) = raw_join(&server.url(), &k, &k, "r").await;
     expect_error(recv_json(&mut ws).await, ErrorCode::IdleTimeout);
     assert_eq!(close_reason(&mut ws).await, "idle_timeout");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the server forgot the idle client", || async {
+        server.stats().clients == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keepalive_pings_keep_a_quiet_client_joined() {
+    let server = server(ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let quiet = ClientConfig {
+        keepalive: Duration::from_millis(100),
+        ..ClientConfig::default()
+    };
+    let (ka, kb) = (key(85), key(86));
+    let a = WsSignaling::connect(&server.url(), "r", &ka, quiet.clone())
+        .await
+        .unwrap();
+    let b = WsSignaling::connect(&server.url(), "r", &kb, quiet)
+        .await
+        .unwrap();
+    // Three idle timeouts without a single signal.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let stats = server.stats();
     assert_eq!(
-        server.stats().clients,
-        0,
-        "the server forgot the idle client"
+        (stats.clients, stats.joins),
+        (2, 2),
+        "nobody was dropped or had to rejoin"
     );
+    b.send(signal(&kb, ka.peer_id(), b"after a quiet while"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.signal.payload, b"after a quiet while");
 }
 
 #[tokio::test]
@@ -372,10 +484,7 @@ async fn rooms_are_isolated() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_error() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let err = WsSignaling::connect(
         &format!("ws://127.0.0.1:{port}"),
         "r",
@@ -423,5 +532,18 @@ async fn clients_reconnect_after_the_server_restarts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(contact, Some(ka.peer_id()));
-    drop(a);
+    // The new connection relays: a signal from a newcomer reaches A.
+    let kc = key(102);
+    let c = WsSignaling::connect(&url, "r", &kc, ClientConfig::default())
+        .await
+        .unwrap();
+    c.send(signal(&kc, ka.peer_id(), b"after the restart"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.signal.payload, b"after the restart");
+    second.shutdown().await;
 }
