@@ -26,3 +26,4 @@
 //! the crate, e.g. `use n2n_overlay_spray as _;`.
 
 pub mod spray;
+mod plugin;
