@@ -402,20 +402,25 @@ impl Runner {
         id
     }
 
-    /// Peers left with no arc at all (say, their contact crashed during the
-    /// join) join again through a random member, as an application watching
-    /// its connection state would.
+    /// Peers left with an empty partial view (say, their contact crashed
+    /// during the join, or every neighbour they knew crashed) join again
+    /// through a random member, as an application watching its connection
+    /// state would. Counted in [`Row::rejoins`].
     fn rejoin_isolated(&mut self) {
         let now = self.sim.now();
-        let mut ids: Vec<u32> = self.sim.alive().to_vec();
-        ids.sort_unstable();
-        for id in ids {
-            let isolated = self.sim.overlay(id).is_some_and(|o| {
-                o.outview().is_empty() && o.inview().is_empty() && !o.is_leaving()
-            });
-            if !isolated || now < self.joined_at[id as usize] + self.rejoin_after {
-                continue;
-            }
+        let isolated: Vec<u32> = self
+            .sim
+            .alive()
+            .iter()
+            .copied()
+            .filter(|&id| {
+                self.sim
+                    .overlay(id)
+                    .is_some_and(|o| o.outview().is_empty() && !o.is_leaving())
+                    && now >= self.joined_at[id as usize] + self.rejoin_after
+            })
+            .collect();
+        for id in isolated {
             if let Some(contact) = self.random_member().filter(|&c| c != id) {
                 self.sim.join(id, contact);
                 self.joined_at[id as usize] = now;
@@ -424,20 +429,26 @@ impl Runner {
         }
     }
 
+    /// A live member drawn uniformly, leaving peers excluded. `alive()` has a
+    /// deterministic order (a function of the operations so far), so drawing
+    /// an index in it is reproducible.
     fn random_member(&mut self) -> Option<u32> {
         let alive = self.sim.alive();
-        if alive.is_empty() {
+        let candidates = alive.len().saturating_sub(self.leavers.len());
+        if candidates == 0 {
             return None;
         }
-        // `alive()` order changes with removals; draw by index in sorted order.
-        let mut ids: Vec<u32> = alive.to_vec();
-        ids.sort_unstable();
-        let leaving = |id: &u32| self.leavers.iter().any(|l| l.0 == *id);
-        ids.retain(|id| !leaving(id));
-        if ids.is_empty() {
-            return None;
+        // Few peers are leaving at a time: redraw when one is picked.
+        for _ in 0..64 {
+            let id = alive[self.rng.random_range(0..alive.len())];
+            if !self.leavers.iter().any(|l| l.0 == id) {
+                return Some(id);
+            }
         }
-        Some(ids[self.rng.random_range(0..ids.len())])
+        alive
+            .iter()
+            .copied()
+            .find(|id| !self.leavers.iter().any(|l| l.0 == *id))
     }
 
     fn depart(&mut self, graceful: bool) {
@@ -596,7 +607,9 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
                 }
                 r.sim.run_for(slot);
                 r.reap();
-                r.rejoin_isolated();
+                if s == SLOTS / 2 {
+                    r.rejoin_isolated();
+                }
             }
         }
         let measure_paths = scenario.paths_every_cycle || cycle == scenario.cycles;
