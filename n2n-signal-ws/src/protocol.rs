@@ -61,7 +61,7 @@ pub enum ClientMessage {
     Hello {
         /// The client's peer id (its ed25519 public key).
         peer: PeerId,
-        /// The room (overlay) to join, at most 64 bytes.
+        /// The room (overlay) to join, 1 to 64 bytes.
         room: String,
         /// ed25519 signature of [`challenge_bytes`], hex (128 digits).
         signature: String,

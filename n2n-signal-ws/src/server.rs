@@ -269,6 +269,9 @@ async fn accept_loop(
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
+/// Longest room name, in bytes.
+pub const MAX_ROOM_NAME: usize = 64;
+
 /// Longest wait to hand one frame to a client; a client that does not read is
 /// dropped after it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -316,21 +319,31 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut st = self.shared.state.lock().expect("server state lock");
-        st.connections -= 1;
+        // Never panic here: a poisoned lock would take every other client down.
+        let mut st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.connections = st.connections.saturating_sub(1);
         if let Some((room, peer, conn)) = self.joined.take() {
             let mut empty = false;
+            let mut removed = false;
             if let Some(members) = st.rooms.get_mut(&room) {
-                // A peer that re-joined from another connection stays.
+                // A peer that re-joined from another connection stays, and its
+                // new connection keeps counting as the one client.
                 if members.get(&peer).is_some_and(|m| m.conn == conn) {
                     members.remove(&peer);
+                    removed = true;
                 }
                 empty = members.is_empty();
             }
             if empty {
                 st.rooms.remove(&room);
             }
-            st.clients -= 1;
+            if removed {
+                st.clients = st.clients.saturating_sub(1);
+            }
             debug!(peer = %peer.short(), %room, "client left");
         }
     }
@@ -405,9 +418,16 @@ async fn serve_client(
                 room,
                 signature,
             }) => {
+                if room.is_empty() || room.len() > MAX_ROOM_NAME {
+                    return close(
+                        &mut ws,
+                        ErrorCode::BadFrame,
+                        "the room name must be 1 to 64 bytes long",
+                    )
+                    .await;
+                }
                 let mut sig = [0u8; 64];
-                let valid = room.len() <= 64
-                    && hex::decode_to_slice(&signature, &mut sig).is_ok()
+                let valid = hex::decode_to_slice(&signature, &mut sig).is_ok()
                     && peer.verify(&challenge_bytes(&nonce, &room), &sig).is_ok();
                 if !valid {
                     return close(

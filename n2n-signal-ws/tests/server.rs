@@ -547,3 +547,86 @@ async fn clients_reconnect_after_the_server_restarts() {
     assert_eq!(got.signal.payload, b"after the restart");
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn bad_hellos_are_refused_with_a_reason() {
+    let server = server(config()).await;
+    let url = server.url();
+    let k = key(110);
+    // A room name longer than allowed.
+    let (mut ws, answer) = raw_join(&url, &k, &k, &"x".repeat(65)).await;
+    expect_error(answer, ErrorCode::BadFrame);
+    assert_eq!(close_reason(&mut ws).await, "bad_frame");
+    // Garbage instead of a hello.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert!(matches!(
+        recv_json(&mut ws).await,
+        Some(ServerMessage::Challenge { .. })
+    ));
+    ws.send(WsMessage::text("{\"type\":\"hello\""))
+        .await
+        .unwrap();
+    expect_error(recv_json(&mut ws).await, ErrorCode::BadFrame);
+    assert_eq!(close_reason(&mut ws).await, "bad_frame");
+    // A signal before joining.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let _ = recv_json(&mut ws).await;
+    send_json(
+        &mut ws,
+        &ClientMessage::Signal {
+            signal: signal(&k, key(111).peer_id(), b"x"),
+        },
+    )
+    .await;
+    expect_error(recv_json(&mut ws).await, ErrorCode::Unexpected);
+    assert_eq!(close_reason(&mut ws).await, "unexpected");
+    // The room is still usable.
+    pair_still_works(&url, "r", 112).await;
+    assert_eq!(server.stats().clients, 2);
+}
+
+#[tokio::test]
+async fn a_client_that_never_says_hello_is_closed() {
+    let server = server(ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url().as_str())
+        .await
+        .unwrap();
+    assert!(matches!(
+        recv_json(&mut ws).await,
+        Some(ServerMessage::Challenge { .. })
+    ));
+    expect_error(recv_json(&mut ws).await, ErrorCode::IdleTimeout);
+    assert_eq!(close_reason(&mut ws).await, "idle_timeout");
+    pair_still_works(&server.url(), "r", 120).await;
+}
+#[tokio::test]
+async fn the_same_peer_joining_twice_replaces_its_first_connection() {
+    let server = server(config()).await;
+    let k = key(130);
+    let (mut first, _) = raw_join(&server.url(), &k, &k, "r").await;
+    let (second, welcome) = raw_join(&server.url(), &k, &k, "r").await;
+    assert!(matches!(
+        welcome,
+        Some(ServerMessage::Welcome { contact: None })
+    ));
+    expect_error(recv_json(&mut first).await, ErrorCode::Replaced);
+    assert_eq!(close_reason(&mut first).await, "replaced");
+    // Until the server drops the first socket.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), first.next()).await {}
+    assert_eq!(server.stats().clients, 1, "the peer is still joined once");
+    drop(second);
+    eventually("the server forgot the peer", || async {
+        server.stats().clients == 0
+    })
+    .await;
+    pair_still_works(&server.url(), "r", 131).await;
+    assert_eq!(server.stats().clients, 2);
+}
