@@ -263,7 +263,7 @@ fn main() -> anyhow::Result<()> {
 fn summary(s: &Scenario, r: &RunResult, wall: f64) -> String {
     let last = r.rows.last().expect("cycle 0 is always measured");
     let mut t = String::new();
-    let mut line = |k: &str, v: String| t.push_str(&format!("{k:<34} {v}\n"));
+    let mut line = |k: &str, v: String| t.push_str(&format!("{k:<38} {v}\n"));
     line("seed", s.seed.to_string());
     line("peers (live at the end)", last.peers.to_string());
     line("cycles", s.cycles.to_string());
@@ -335,6 +335,23 @@ fn summary(s: &Scenario, r: &RunResult, wall: f64) -> String {
         line(
             "weak components split at",
             format!("{:.0}% removed", 100.0 * first_weak_split.removed),
+        );
+    }
+    for m in r
+        .removals
+        .iter()
+        .filter(|m| [30, 45, 60, 70, 80].contains(&((m.removed * 100.0).round() as u32)))
+    {
+        let share = |n: usize| 100.0 * n as f64 / m.left.max(1) as f64;
+        line(
+            &format!("largest strong / weak, {:.0}% removed", 100.0 * m.removed),
+            format!(
+                "{:.1}% / {:.1}% ({} / {} components)",
+                share(m.strong.largest),
+                share(m.weak.largest),
+                m.strong.count,
+                m.weak.count
+            ),
         );
     }
     line("events", r.events.to_string());
