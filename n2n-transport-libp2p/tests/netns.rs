@@ -1,16 +1,17 @@
 //! Across hosts: three network namespaces joined by veth pairs play three
-//! machines, each running peers in their own processes over libp2p. The test
-//! process is only the signaling server (signals travel over the children's
-//! stdin/stdout, signed end to end), used once per newcomer.
+//! machines, each running peers in their own processes, over libp2p and over
+//! WebRTC. The test process is only the signaling server (signals travel over
+//! the children's stdin/stdout, signed end to end), used once per newcomer.
 //!
-//! - `overlay_across_network_namespaces`: one peer per host, over TCP then
-//!   QUIC. B and C join through A, then A bridges B to C (the signals go
-//!   through A's relay, none through the server), B and C talk directly over
-//!   their own link, and when C's process is killed A and B report its arcs down.
+//! - `overlay_across_network_namespaces`: one peer per host, over libp2p TCP,
+//!   libp2p QUIC, then WebRTC. B and C join through A, then A bridges B to C
+//!   (the signals go through A's relay, none through the server), B and C talk
+//!   directly over their own link, and when C's process is killed A and B
+//!   report its arcs down.
 //! - `spray_overlay_across_network_namespaces`: two peers per host form a Spray
-//!   overlay (TCP and QUIC both offered); its shuffles move arcs across hosts by
-//!   bridging; messages flow along the partial views; a killed peer's arcs are
-//!   dropped by every other peer.
+//!   overlay, over libp2p (TCP and QUIC both offered) then over WebRTC; its
+//!   shuffles move arcs across hosts by bridging; messages flow along the
+//!   partial views; a killed peer's arcs are dropped by every other peer.
 //!
 //! Needs root and iproute2 (`ip netns`), as CI has. Without them each test
 //! prints why and returns early.
@@ -38,7 +39,7 @@ fn overlay_across_network_namespaces() {
     let Some(hosts) = hosts_or_skip(TEST_NAME, "a") else {
         return;
     };
-    for proto in ["tcp", "quic"] {
+    for proto in ["tcp", "quic", "webrtc"] {
         scenario(&hosts, proto);
     }
 }
@@ -52,7 +53,8 @@ fn spray_overlay_across_network_namespaces() {
     let Some(hosts) = hosts_or_skip(SPRAY_TEST_NAME, "b") else {
         return;
     };
-    spray_scenario(&hosts);
+    spray_scenario(&hosts, "tcp,quic");
+    spray_scenario(&hosts, "webrtc");
 }
 
 fn hosts_or_skip(test: &str, suffix: &str) -> Option<Hosts> {
@@ -179,7 +181,7 @@ struct Run {
 /// What one peer process runs.
 struct PeerSpec {
     host: usize,
-    /// `tcp`, `quic` or `tcp,quic`.
+    /// `tcp`, `quic` or `tcp,quic` over libp2p, or `webrtc`.
     protocols: &'static str,
     spray: bool,
 }
@@ -189,6 +191,16 @@ impl PeerSpec {
         let mut listen = Vec::new();
         for proto in self.protocols.split(',') {
             match proto {
+                // WebRTC gathers host candidates on the host's links by name.
+                "webrtc" => listen.extend(
+                    LINKS
+                        .iter()
+                        .filter(|(x, y)| *x == self.host || *y == self.host)
+                        .map(|(x, y)| {
+                            let other = if *x == self.host { y } else { x };
+                            format!("v{}{other}", self.host)
+                        }),
+                ),
                 "tcp" => listen.extend(
                     Hosts::addrs(self.host)
                         .iter()
@@ -358,12 +370,12 @@ fn weakly_connected(views: &BTreeMap<String, BTreeMap<String, u32>>) -> bool {
     seen.len() == views.len()
 }
 
-fn spray_scenario(hosts: &Hosts) {
+fn spray_scenario(hosts: &Hosts, protocols: &'static str) {
     const PEERS: usize = 6;
     let specs: Vec<PeerSpec> = (0..PEERS)
         .map(|i| PeerSpec {
             host: i % 3 + 1,
-            protocols: "tcp,quic",
+            protocols,
             spray: true,
         })
         .collect();
@@ -452,7 +464,7 @@ fn spray_scenario(hosts: &Hosts) {
         run.wait(i, 10, |l| l == "BYE");
     }
     println!(
-        "{SPRAY_TEST_NAME}: {PEERS} peers on 3 hosts, {arcs} arcs, {joined} signals through the server (joins only); \
+        "{SPRAY_TEST_NAME} [{protocols}]: {PEERS} peers on 3 hosts, {arcs} arcs, {joined} signals through the server (joins only); \
          after a crash: {survivor_arcs} arcs, survivors in one component: {}",
         weakly_connected(&survivors)
     );
@@ -535,7 +547,7 @@ mod peer {
     use std::time::Duration;
 
     use n2n_core::overlay::Erased;
-    use n2n_core::{Direction, PeerId, SignedSignal};
+    use n2n_core::{Direction, PeerId, SignedSignal, Transport};
     use n2n_overlay_spray::spray;
     use n2n_transport_libp2p::{Config, Libp2pTransport, Protocol};
     use rand::SeedableRng;
@@ -589,17 +601,25 @@ mod peer {
                 .with_writer(std::io::stderr)
                 .try_init();
         }
+        // libp2p enables rustls' aws-lc-rs provider and webrtc its ring one;
+        // with both linked, rustls cannot pick a process default by itself.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let seed: u64 = std::env::var("N2N_NETNS_PEER").unwrap().parse().unwrap();
-        let protocols: Vec<Protocol> = std::env::var("N2N_PROTOCOLS")
-            .unwrap()
-            .split(',')
-            .map(|p| p.parse().expect("a protocol"))
-            .collect();
+        let protocols_env = std::env::var("N2N_PROTOCOLS").unwrap();
+        let webrtc = protocols_env == "webrtc";
+        let protocols: Vec<Protocol> = if webrtc {
+            Vec::new()
+        } else {
+            protocols_env
+                .split(',')
+                .map(|p| p.parse().expect("a protocol"))
+                .collect()
+        };
         let spray_on = std::env::var("N2N_SPRAY").as_deref() == Ok("1");
-        let listen = std::env::var("N2N_LISTEN")
+        let listen: Vec<String> = std::env::var("N2N_LISTEN")
             .unwrap()
             .split(',')
-            .map(|a| a.parse().expect("a multiaddr"))
+            .map(str::to_string)
             .collect();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -608,18 +628,34 @@ mod peer {
             .unwrap();
         runtime.block_on(async move {
             let keypair = key(seed);
-            let transport = Libp2pTransport::new(
-                &keypair,
-                Config {
-                    protocols,
-                    listen,
-                    ..Config::default()
-                },
-            )
-            .expect("transport");
+            let transport: Arc<dyn Transport> = if webrtc {
+                Arc::new(
+                    n2n_transport_webrtc::WebRtcTransport::new(n2n_transport_webrtc::Config {
+                        loopback_only: false,
+                        interfaces: listen,
+                        ..n2n_transport_webrtc::Config::default()
+                    })
+                    .expect("webrtc transport"),
+                )
+            } else {
+                Arc::new(
+                    Libp2pTransport::new(
+                        &keypair,
+                        Config {
+                            protocols,
+                            listen: listen
+                                .iter()
+                                .map(|a| a.parse().expect("a multiaddr"))
+                                .collect(),
+                            ..Config::default()
+                        },
+                    )
+                    .expect("libp2p transport"),
+                )
+            };
             let mut builder = Builder::new(keypair.clone())
                 .config(node_config(seed))
-                .transport(Arc::new(transport))
+                .transport(transport)
                 .protocol(O)
                 .protocol(CHAT);
             if spray_on {
