@@ -598,17 +598,27 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
             };
             let slot = delta / SLOTS;
             for s in 0..SLOTS {
+                let mut spent = Duration::ZERO;
                 if s < SLOTS / 2 {
                     let share =
                         |total: u32| total / (SLOTS / 2) + u32::from(s < total % (SLOTS / 2));
-                    for _ in 0..share(joins) {
-                        r.join_random();
-                    }
-                    for _ in 0..share(leaves) {
-                        r.depart(graceful);
+                    let (j, l) = (share(joins), share(leaves));
+                    // Spread over the slot, joins and departures alternating:
+                    // simultaneous joins would meet contacts whose views are
+                    // not built yet and inject fewer arcs.
+                    let step = slot / (j + l + 1);
+                    for k in 0..j.max(l) {
+                        if k < j {
+                            r.join_random();
+                        }
+                        if k < l {
+                            r.depart(graceful);
+                        }
+                        r.sim.run_for(step);
+                        spent += step;
                     }
                 }
-                r.sim.run_for(slot);
+                r.sim.run_for(slot.saturating_sub(spent));
                 r.reap();
                 if s == SLOTS / 2 {
                     r.rejoin_isolated();
