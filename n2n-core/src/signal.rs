@@ -313,7 +313,12 @@ mod tests {
         let back: SignedSignal = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
         back.verify(&b.peer_id()).unwrap();
-        assert!(serde_json::from_str::<SignedSignal>(&json.replace("\"session\":42", "\"session\":43")).unwrap().verify(&b.peer_id()).is_err());
+        assert!(
+            serde_json::from_str::<SignedSignal>(&json.replace("\"session\":42", "\"session\":43"))
+                .unwrap()
+                .verify(&b.peer_id())
+                .is_err()
+        );
     }
 
     #[test]

@@ -49,6 +49,17 @@ pub type BridgeFailure = n2n_signal_neighbor::Failure<PeerId>;
 /// A message of the bridge (neighbour relay) protocol.
 pub type BridgeMessage = n2n_signal_neighbor::Message<PeerId, SignedSignal>;
 
+/// Why a peer closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// The connection carried no arc for the linger time. An arc the receiver
+    /// opened meanwhile never reached the sender: the receiver reports it as not
+    /// opened (`ConnectFailed`), not as a crash of the sender.
+    Idle,
+    /// The sender is shutting down.
+    Shutdown,
+}
+
 /// One message between two connected peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -91,8 +102,11 @@ pub enum Message {
         /// The ping's nonce.
         nonce: u64,
     },
-    /// The sender is about to close the connection (no arcs left, or leaving).
-    Close,
+    /// The sender is about to close the connection.
+    Close {
+        /// Why.
+        reason: CloseReason,
+    },
 }
 
 /// Why a frame could not be decoded. The connection that sent it misbehaved.
@@ -260,7 +274,9 @@ mod tests {
             },
             Message::Ping { nonce: 77 },
             Message::Pong { nonce: 77 },
-            Message::Close,
+            Message::Close {
+                reason: CloseReason::Idle,
+            },
         ]
     }
 
@@ -295,7 +311,10 @@ mod tests {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode(&[2, 0]), Err(DecodeError::UnsupportedVersion(2)));
         assert!(matches!(decode(&[1, 200]), Err(DecodeError::Malformed(_))));
-        let mut frame = encode(&Message::Close).unwrap();
+        let mut frame = encode(&Message::Close {
+            reason: CloseReason::Shutdown,
+        })
+        .unwrap();
         frame.push(0);
         assert_eq!(decode(&frame), Err(DecodeError::TrailingBytes(1)));
         assert!(matches!(

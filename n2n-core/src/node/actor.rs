@@ -23,7 +23,7 @@ use crate::overlay::{ArcCloseReason, DynOverlay, Input, Output, TimerToken};
 use crate::signal::{Role, Signal, SignedSignal};
 use crate::signaling::Signaling;
 use crate::transport::{Connection, SignalPipe, Transport, TransportError};
-use crate::wire::{self, BridgeFailure, Message, ProtocolId};
+use crate::wire::{self, BridgeFailure, CloseReason, Message, ProtocolId};
 use n2n_signal_neighbor::{Bridge, Output as BridgeOutput};
 
 /// Capacity of the channel from spawned tasks to the actor.
@@ -786,7 +786,12 @@ impl Actor {
 
     /// Closes a connection on purpose: tells the remote, then closes.
     fn close_connection(&mut self, peer: PeerId, reason: String) {
-        self.send_control(peer, &Message::Close);
+        self.send_control(
+            peer,
+            &Message::Close {
+                reason: CloseReason::Idle,
+            },
+        );
         if let Some(p) = self.peers.get(&peer) {
             let _ = p.control.try_send(WriterCmd::Close);
         }
@@ -898,13 +903,46 @@ impl Actor {
             }),
             Message::Ping { nonce } => self.send_control(from, &Message::Pong { nonce }),
             Message::Pong { .. } => {}
-            Message::Close => {
-                debug!(peer = %from.short(), "remote closed the connection");
+            Message::Close { reason } => {
+                debug!(peer = %from.short(), ?reason, "remote closed the connection");
                 if let Some(p) = self.peers.get(&from) {
                     let _ = p.control.try_send(WriterCmd::Close);
                 }
-                let reason = ArcCloseReason::PeerDown("remote closed the connection".into());
-                self.drop_peer(from, "closed by remote".into(), reason);
+                // After an idle close, our arcs to the remote were opened after it
+                // decided (it saw none): they never reached it. They failed to
+                // open; the remote did not crash.
+                let mut unopened = Vec::new();
+                if reason == CloseReason::Idle {
+                    for (overlay, views) in &mut self.views {
+                        let n = views.outview.remove_all(&from);
+                        unopened.extend(std::iter::repeat_n(*overlay, n as usize));
+                    }
+                }
+                for overlay in &unopened {
+                    self.arc_event(
+                        *overlay,
+                        from,
+                        Direction::Outgoing,
+                        Some(ArcCloseReason::Closed),
+                    );
+                }
+                let arc_reason = match reason {
+                    CloseReason::Idle => {
+                        ArcCloseReason::PeerDown("remote closed the connection".into())
+                    }
+                    CloseReason::Shutdown => ArcCloseReason::PeerDown("remote shut down".into()),
+                };
+                self.drop_peer(from, "closed by remote".into(), arc_reason);
+                for overlay in unopened {
+                    self.connect_failed(
+                        Some(overlay),
+                        from,
+                        ConnectError::Transport(
+                            "the remote closed the idle connection before the arc reached it"
+                                .into(),
+                        ),
+                    );
+                }
             }
         }
     }
@@ -1487,7 +1525,12 @@ impl Actor {
         self.drain_bridge();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
-            self.send_control(peer, &Message::Close);
+            self.send_control(
+                peer,
+                &Message::Close {
+                    reason: CloseReason::Shutdown,
+                },
+            );
             if let Some(p) = self.peers.get(&peer) {
                 let _ = p.control.try_send(WriterCmd::Close);
             }

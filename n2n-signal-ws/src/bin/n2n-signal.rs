@@ -6,6 +6,7 @@
 //! (`--config`); flags win. It prints `listening on ws://ADDR` once ready and
 //! stops cleanly on Ctrl-C (SIGINT) or SIGTERM.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -101,9 +102,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let stats = server.stats();
     server.shutdown().await;
-    println!(
+    // Whoever started us may have stopped reading: never panic on a closed stdout.
+    let _ = writeln!(
+        std::io::stdout(),
         "stopped: {} joins, {} signals relayed, {} frames refused",
-        stats.joins, stats.signals, stats.refused
+        stats.joins,
+        stats.signals,
+        stats.refused
     );
     Ok(())
 }

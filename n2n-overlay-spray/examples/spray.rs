@@ -1,0 +1,566 @@
+//! The Spray overlay on real WebRTC peers, in one command.
+//!
+//! Starts an embedded WebSocket signaling server on a free loopback port, starts
+//! N peers (default 32) that join one by one through it, then stops the server:
+//! from then on the peers shuffle through their neighbours only. Each cycle it
+//! prints a table row (partial views next to ln N, arcs, connections, bridged
+//! handshakes and failures, connectivity), and it ends with a summary.
+//!
+//! Run:
+//!
+//! ```sh
+//! cargo run --release --example spray                       # 32 WebRTC peers
+//! cargo run --release --example spray -- --peers 64 --cycles 20 --churn 2
+//! cargo run --release --example spray -- --transport libp2p --serve 8080
+//! ```
+//!
+//! Multi-process ("three terminals"): `n2n-signal --listen 127.0.0.1:7000` in
+//! one, then `cargo run --release --example spray -- --join ws://127.0.0.1:7000
+//! --peers 5` in each of the others.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use n2n_core::node::{Builder, Event, Node, Snapshot};
+use n2n_core::plugin::{PluginSection, StackConfig};
+use n2n_core::{Keypair, PeerId, Signaling};
+use n2n_overlay_spray::spray;
+use n2n_signal_ws::{ClientConfig, Server, ServerConfig, WsSignaling};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+// Plugins are found by name only if their crates are linked.
+use n2n_overlay_spray as _;
+use n2n_signal_ws as _;
+use n2n_transport_libp2p as _;
+use n2n_transport_webrtc as _;
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(about = "Spray random peer sampling over real WebRTC (or libp2p) peers")]
+struct Args {
+    /// Number of peers this process runs.
+    #[arg(long, default_value_t = 32)]
+    peers: usize,
+    /// Shuffle cycles to run before stopping (each lasts one shuffle period).
+    #[arg(long, default_value_t = 10)]
+    cycles: u32,
+    /// Shuffle period Δ, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    delta: u64,
+    /// Transport plugin: webrtc, libp2p or memory (overrides the config file).
+    #[arg(long)]
+    transport: Option<String>,
+    /// A stack file (see `n2n.toml`); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed of every peer's identity and randomness.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Peers killed and peers added each cycle.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+    /// Join an external signaling server (`ws://host:port`) instead of starting one.
+    #[arg(long)]
+    join: Option<String>,
+    /// Room (overlay name) on the signaling server.
+    #[arg(long, default_value = "spray")]
+    room: String,
+    /// Write the overlay graph (Graphviz DOT) to this file after every cycle.
+    #[arg(long)]
+    graph: Option<PathBuf>,
+    /// Serve a page showing the overlay graph on this loopback port.
+    #[arg(long)]
+    serve: Option<u16>,
+    /// Write a final JSON report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// One running peer.
+struct Peer {
+    id: PeerId,
+    node: Node,
+    signaling: Arc<WsSignaling>,
+}
+
+/// Counters fed by the peers' event streams.
+#[derive(Default)]
+struct Counters {
+    bridges_ok: AtomicU64,
+    bridges_failed: AtomicU64,
+    connect_failed: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct PeerReport {
+    id: String,
+    outview: Vec<String>,
+    inview: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    peers: Vec<PeerReport>,
+    cycles: u32,
+    mean_view: f64,
+    min_view: usize,
+    max_view: usize,
+    ln_n: f64,
+    strongly_connected: bool,
+    weakly_connected: bool,
+    bridges_ok: u64,
+    bridges_failed: u64,
+}
+
+/// What one cycle saw.
+struct Row {
+    peers: usize,
+    mean: f64,
+    min: usize,
+    max: usize,
+    arcs: usize,
+    connections: usize,
+    strong: bool,
+    weak: bool,
+}
+
+fn stack(args: &Args) -> anyhow::Result<StackConfig> {
+    let mut stack = match &args.config {
+        Some(path) => StackConfig::from_file(path)?,
+        None => StackConfig::from_toml_str("[transport]\nname = \"webrtc\"\n")?,
+    };
+    if let Some(t) = &args.transport {
+        stack.transport = PluginSection::named(t.clone());
+    }
+    // Joining is this program's job (embedded server or `--join`).
+    stack.signaling = None;
+    if stack.overlay.is_empty() {
+        stack.overlay.push(PluginSection::named("spray"));
+    }
+    for section in &mut stack.overlay {
+        if section.name == "spray" {
+            section
+                .settings
+                .insert("delta_ms".into(), toml::Value::Integer(args.delta as i64));
+            section.settings.insert(
+                "exchange_timeout_ms".into(),
+                toml::Value::Integer((args.delta.max(500) * 3) as i64),
+            );
+        }
+    }
+    Ok(stack)
+}
+
+fn peer_seed(seed: u64, i: u64) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(i)
+}
+
+async fn spawn_peer(
+    stack: &StackConfig,
+    seed: u64,
+    url: &str,
+    room: &str,
+    counters: Arc<Counters>,
+) -> anyhow::Result<Peer> {
+    let key = Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let id = key.peer_id();
+    let signaling = WsSignaling::connect(url, room, &key, ClientConfig::default())
+        .await
+        .with_context(|| format!("cannot join {url}"))?;
+    let as_signaling: Arc<dyn Signaling> = signaling.clone();
+    let mut stack = stack.clone();
+    stack.node.seed = Some(seed);
+    let (builder, _) = Builder::from_stack(key, &stack).await?;
+    let mut node = builder.spawn()?;
+    let contact = node
+        .handle()
+        .join(spray::PROTOCOL, as_signaling)
+        .await
+        .with_context(|| format!("peer {} could not join", id.short()))?;
+    tracing::info!(peer = %id.short(), contact = ?contact.map(|c| c.short()), "joined");
+    // Count what happens; the node waits when nobody drains its events.
+    let mut events = node.take_events().context("events already taken")?;
+    let node_counters = counters.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::BridgeDone { result: Ok(()), .. } => {
+                    node_counters.bridges_ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::BridgeDone { result: Err(_), .. } => {
+                    node_counters.bridges_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::ConnectFailed { .. } => {
+                    node_counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(Peer {
+        id,
+        node,
+        signaling,
+    })
+}
+
+/// Waits (at most `limit`) until no handshake or bridge is in flight on any of
+/// `peers`: a join's arcs are all in place before the next peer joins, as in
+/// the paper's one-by-one joins, and a final count includes no arc in flight.
+async fn settle(peers: &[Peer], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let mut busy = 0;
+        for p in peers {
+            let s = p.node.handle().snapshot().await;
+            busy += s.handshakes + s.relay_jobs + s.bridge_endpoints + s.bridge_requests;
+        }
+        if busy == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ln(n: usize) -> f64 {
+    (n.max(1) as f64).ln()
+}
+
+/// Strong and weak connectivity of the graph of outviews.
+fn connectivity(graph: &BTreeMap<PeerId, Vec<PeerId>>) -> (bool, bool) {
+    let ids: Vec<PeerId> = graph.keys().copied().collect();
+    if ids.len() <= 1 {
+        return (true, true);
+    }
+    let index: BTreeMap<PeerId, usize> = ids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut fwd = vec![Vec::new(); ids.len()];
+    let mut back = vec![Vec::new(); ids.len()];
+    for (p, outs) in graph {
+        for q in outs {
+            if let (Some(&i), Some(&j)) = (index.get(p), index.get(q)) {
+                fwd[i].push(j);
+                back[j].push(i);
+            }
+        }
+    }
+    let reach = |adj: &[Vec<usize>], undirected: Option<&[Vec<usize>]>| {
+        let mut seen = vec![false; adj.len()];
+        let mut stack = vec![0usize];
+        seen[0] = true;
+        while let Some(i) = stack.pop() {
+            let extra = undirected.map(|u| u[i].as_slice()).unwrap_or(&[]);
+            for &j in adj[i].iter().chain(extra) {
+                if !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+        seen.iter().all(|s| *s)
+    };
+    let strong = reach(&fwd, None) && reach(&back, None);
+    let weak = reach(&fwd, Some(&back));
+    (strong, weak)
+}
+
+async fn observe(peers: &[Peer]) -> (Row, BTreeMap<PeerId, Vec<PeerId>>, Vec<Snapshot>) {
+    let mut graph = BTreeMap::new();
+    let mut snaps = Vec::new();
+    for p in peers {
+        let s = p.node.handle().snapshot().await;
+        let (_, out) = s.view(spray::PROTOCOL);
+        graph.insert(p.id, out.occurrences().copied().collect::<Vec<_>>());
+        snaps.push(s);
+    }
+    let sizes: Vec<usize> = graph.values().map(Vec::len).collect();
+    let arcs: usize = sizes.iter().sum();
+    let (strong, weak) = connectivity(&graph);
+    let row = Row {
+        peers: peers.len(),
+        mean: arcs as f64 / peers.len().max(1) as f64,
+        min: sizes.iter().copied().min().unwrap_or(0),
+        max: sizes.iter().copied().max().unwrap_or(0),
+        arcs,
+        connections: snaps.iter().map(|s| s.neighbours.len()).sum::<usize>() / 2,
+        strong,
+        weak,
+    };
+    (row, graph, snaps)
+}
+
+fn dot(graph: &BTreeMap<PeerId, Vec<PeerId>>) -> String {
+    let mut out = String::from("digraph spray {\n  node [shape=circle, fontsize=9];\n");
+    for (p, outs) in graph {
+        let _ = writeln!(out, "  \"{}\";", p.short());
+        for q in outs {
+            let _ = writeln!(out, "  \"{}\" -> \"{}\";", p.short(), q.short());
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn html(graph: &BTreeMap<PeerId, Vec<PeerId>>, title: &str) -> String {
+    let n = graph.len().max(1);
+    let pos: BTreeMap<PeerId, (f64, f64)> = graph
+        .keys()
+        .enumerate()
+        .map(|(i, p)| {
+            let a = i as f64 / n as f64 * std::f64::consts::TAU;
+            (*p, (300.0 + 260.0 * a.cos(), 300.0 + 260.0 * a.sin()))
+        })
+        .collect();
+    let mut svg = String::new();
+    for (p, outs) in graph {
+        for q in outs {
+            if let (Some(a), Some(b)) = (pos.get(p), pos.get(q)) {
+                let _ = write!(
+                    svg,
+                    "<line x1='{:.1}' y1='{:.1}' x2='{:.1}' y2='{:.1}' stroke='#7aa' stroke-opacity='0.5' marker-end='url(#a)'/>",
+                    a.0, a.1, b.0, b.1
+                );
+            }
+        }
+    }
+    for (p, (x, y)) in &pos {
+        let _ = write!(
+            svg,
+            "<circle cx='{x:.1}' cy='{y:.1}' r='7' fill='#246'/><text x='{:.1}' y='{:.1}' font-size='9'>{}</text>",
+            x + 9.0,
+            y + 3.0,
+            p.short()
+        );
+    }
+    format!(
+        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>\
+         <title>n2n spray</title></head><body style='font-family:sans-serif'><h3>{title}</h3>\
+         <svg width='600' height='600' xmlns='http://www.w3.org/2000/svg'><defs><marker id='a' \
+         viewBox='0 0 10 10' refX='16' refY='5' markerWidth='6' markerHeight='6' orient='auto'>\
+         <path d='M0,0 L10,5 L0,10 z' fill='#7aa'/></marker></defs>{svg}</svg></body></html>"
+    )
+}
+
+async fn serve(port: u16, page: Arc<tokio::sync::RwLock<String>>) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("graph page: http://127.0.0.1:{port}/");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let page = page.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+            let body = page.read().await.clone();
+            let head = format!(
+                "HTTP/1.0 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    // libp2p's QUIC and WebRTC's DTLS link two rustls crypto providers; pick one
+    // for the process so that neither has to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stack = stack(&args)?;
+    let counters = Arc::new(Counters::default());
+    let page = Arc::new(tokio::sync::RwLock::new(String::from("starting…")));
+    if let Some(port) = args.serve {
+        let page = page.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(port, page).await {
+                eprintln!("graph page: {e}");
+            }
+        });
+    }
+    // The signaling server: embedded on a free loopback port, or external.
+    let mut server = None;
+    let url = match &args.join {
+        Some(url) => url.clone(),
+        None => {
+            let s = Server::bind(ServerConfig {
+                listen: "127.0.0.1:0".parse()?,
+                seed: Some(args.seed),
+                ..ServerConfig::default()
+            })
+            .await?;
+            let url = s.url();
+            println!("signaling server on {url}");
+            server = Some(s);
+            url
+        }
+    };
+    // Joining, one by one.
+    let started = Instant::now();
+    let mut peers: Vec<Peer> = Vec::new();
+    for i in 0..args.peers {
+        let seed = peer_seed(args.seed, i as u64);
+        peers.push(spawn_peer(&stack, seed, &url, &args.room, counters.clone()).await?);
+        settle(&peers, Duration::from_secs(10)).await;
+    }
+    // Newcomers under churn still need the server; otherwise it goes away now.
+    if args.churn == 0 {
+        if let Some(s) = server.take() {
+            s.shutdown().await;
+        }
+        for p in &peers {
+            p.signaling.close();
+        }
+    }
+    println!(
+        "{} peers joined in {:.1} s over {}{}",
+        peers.len(),
+        started.elapsed().as_secs_f64(),
+        stack.transport.name,
+        if args.churn == 0 && args.join.is_none() {
+            "; the signaling server is stopped, peers shuffle through their neighbours only"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:>5} {:>5} {:>6} {:>4} {:>4} {:>5} {:>5} {:>5} {:>8} {:>6} {:>9}",
+        "cycle",
+        "peers",
+        "mean",
+        "min",
+        "max",
+        "ln N",
+        "arcs",
+        "conns",
+        "bridged",
+        "failed",
+        "connected"
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let mut next_seed = peer_seed(args.seed, args.peers as u64);
+    let mut last = (0u64, 0u64);
+    let mut last_row = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(args.delta));
+    ticker.tick().await;
+    for cycle in 1..=args.cycles {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => { println!("interrupted"); break; }
+        }
+        if args.churn > 0 && peers.len() > args.churn + 2 {
+            for _ in 0..args.churn {
+                let i = rng.random_range(0..peers.len());
+                let p = peers.swap_remove(i);
+                p.node.kill();
+            }
+            for _ in 0..args.churn {
+                next_seed += 1;
+                match spawn_peer(&stack, next_seed, &url, &args.room, counters.clone()).await {
+                    Ok(p) => peers.push(p),
+                    Err(e) => eprintln!("a newcomer failed to join: {e:#}"),
+                }
+            }
+        }
+        let (row, graph, _) = observe(&peers).await;
+        let ok = counters.bridges_ok.load(Ordering::Relaxed);
+        let failed = counters.bridges_failed.load(Ordering::Relaxed);
+        println!(
+            "{:>5} {:>5} {:>6.2} {:>4} {:>4} {:>5.2} {:>5} {:>5} {:>8} {:>6} {:>9}",
+            cycle,
+            row.peers,
+            row.mean,
+            row.min,
+            row.max,
+            ln(row.peers),
+            row.arcs,
+            row.connections,
+            ok - last.0,
+            failed - last.1,
+            if row.strong {
+                "strong"
+            } else if row.weak {
+                "weak"
+            } else {
+                "no"
+            }
+        );
+        last = (ok, failed);
+        if let Some(path) = &args.graph {
+            std::fs::write(path, dot(&graph))?;
+        }
+        *page.write().await = html(
+            &graph,
+            &format!(
+                "cycle {cycle}: {} peers, mean view {:.2}",
+                row.peers, row.mean
+            ),
+        );
+        last_row = Some((row, graph));
+    }
+    let _ = last_row;
+    // The summary counts settled arcs, none in flight.
+    settle(&peers, Duration::from_secs(10)).await;
+    let (row, graph, _) = observe(&peers).await;
+    println!(
+        "summary: {} peers, mean view {:.2} (ln N = {:.2}), min {}, max {}, {} arcs, overlay {}",
+        row.peers,
+        row.mean,
+        ln(row.peers),
+        row.min,
+        row.max,
+        row.arcs,
+        if row.strong {
+            "strongly connected"
+        } else if row.weak {
+            "weakly connected"
+        } else {
+            "split"
+        }
+    );
+    if let Some(path) = &args.report {
+        let mut reports = Vec::new();
+        for p in &peers {
+            let s = p.node.handle().snapshot().await;
+            let (inv, outv) = s.view(spray::PROTOCOL);
+            reports.push(PeerReport {
+                id: p.id.to_string(),
+                outview: outv.occurrences().map(|q| q.to_string()).collect(),
+                inview: inv.occurrences().map(|q| q.to_string()).collect(),
+            });
+        }
+        let report = Report {
+            peers: reports,
+            cycles: args.cycles,
+            mean_view: row.mean,
+            min_view: row.min,
+            max_view: row.max,
+            ln_n: ln(row.peers),
+            strongly_connected: row.strong,
+            weakly_connected: row.weak,
+            bridges_ok: counters.bridges_ok.load(Ordering::Relaxed),
+            bridges_failed: counters.bridges_failed.load(Ordering::Relaxed),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    let _ = graph;
+    for p in peers {
+        p.node.shutdown().await;
+    }
+    if let Some(s) = server {
+        s.shutdown().await;
+    }
+    Ok(())
+}
