@@ -25,5 +25,5 @@
 //! [`spray::Config`]); a binary that names it only in a stack file must reference
 //! the crate, e.g. `use n2n_overlay_spray as _;`.
 
-pub mod spray;
 mod plugin;
+pub mod spray;

@@ -45,7 +45,10 @@ mod tests {
         settings.insert("delta_ms".into(), toml::Value::Integer(2000));
         let o = (overlay("spray").unwrap().build)(&ctx, &settings).unwrap();
         assert_eq!(o.protocol(), crate::spray::PROTOCOL);
-        assert_eq!(setting::<u64>("spray", &settings, "delta_ms", 0).unwrap(), 2000);
+        assert_eq!(
+            setting::<u64>("spray", &settings, "delta_ms", 0).unwrap(),
+            2000
+        );
         settings.insert("delta_ms".into(), toml::Value::Integer(0));
         assert!((overlay("spray").unwrap().build)(&ctx, &settings).is_err());
         settings.insert("delta_ms".into(), toml::Value::String("soon".into()));
