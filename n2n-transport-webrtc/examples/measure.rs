@@ -17,8 +17,12 @@
 //! - **Throughput**: n2n with 1 MiB application messages (cut into 16 KiB
 //!   chunks); bare with 16 KiB messages (the bare channel breaks on 64 KiB ones
 //!   and refuses 1 MiB ones), both with at most 1 MiB unacknowledged.
-//! - **Memory**: growth of this process's resident set per open connection,
-//!   both ends counted (they live in the same process), over 100 connections.
+//! - **Memory**: growth of the resident set per open connection, both ends
+//!   counted (they live in the same process), over 100 connections; and the
+//!   resident set after each of 5 cycles of opening and closing 100
+//!   connections. Each memory figure comes from a fresh child process (this
+//!   program run with `--child <what>`), so that memory one side freed cannot
+//!   hide the other's.
 //!
 //! Both use the same settings: host candidates on loopback only, no mDNS, no
 //! STUN.
@@ -362,6 +366,78 @@ async fn bare_memory(api: &API) -> anyhow::Result<f64> {
     Ok(per)
 }
 
+const CYCLES: usize = 5;
+
+/// The resident set after each cycle of opening and closing
+/// [`MEMORY_CONNECTIONS`] connections, in MB.
+async fn n2n_cycles(n: &N2n) -> anyhow::Result<Vec<f64>> {
+    let mut after = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        let mut open = Vec::with_capacity(MEMORY_CONNECTIONS);
+        for _ in 0..MEMORY_CONNECTIONS {
+            open.push(n.connect().await?);
+        }
+        for (ca, cb) in open {
+            ca.close().await;
+            cb.close().await;
+        }
+        settle().await;
+        after.push(rss() as f64 / 1e6);
+    }
+    Ok(after)
+}
+
+async fn bare_cycles(api: &API) -> anyhow::Result<Vec<f64>> {
+    let mut after = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        let mut open = Vec::with_capacity(MEMORY_CONNECTIONS);
+        for _ in 0..MEMORY_CONNECTIONS {
+            open.push(bare_connect(api).await?);
+        }
+        for p in open {
+            bare_close(p).await;
+        }
+        settle().await;
+        after.push(rss() as f64 / 1e6);
+    }
+    Ok(after)
+}
+
+/// Runs one memory measurement in this (fresh) process and prints its figures.
+async fn child(what: &str) -> anyhow::Result<()> {
+    let n = N2n::new()?;
+    let api = bare_api();
+    // Warm-up, so that process-wide state is not counted.
+    n2n_setup(&n).await?;
+    bare_setup(&api).await?;
+    let figures = match what {
+        "memory-n2n" => vec![n2n_memory(&n).await?],
+        "memory-bare" => vec![bare_memory(&api).await?],
+        "cycles-n2n" => n2n_cycles(&n).await?,
+        "cycles-bare" => bare_cycles(&api).await?,
+        other => return Err(anyhow!("unknown child measurement {other}")),
+    };
+    let text: Vec<String> = figures.iter().map(|f| format!("{f}")).collect();
+    println!("{}", text.join(" "));
+    Ok(())
+}
+
+/// Runs `what` in a child process and parses its figures.
+fn in_child(what: &str) -> anyhow::Result<Vec<f64>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--child", what])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "child {what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().context("child figure"))
+        .collect()
+}
+
 fn row(what: &str, n2n: f64, bare: f64, unit: &str) {
     println!(
         "{what:<28} {n2n:>12.3} {bare:>12.3} {unit:<6} ratio {:.2}",
@@ -374,6 +450,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, what] = args.as_slice()
+        && flag == "--child"
+    {
+        return rt.block_on(child(what));
+    }
     rt.block_on(run())
 }
 
@@ -414,8 +496,10 @@ async fn run() -> anyhow::Result<()> {
     let b_tp = bare_throughput(&p).await?;
     bare_close(p).await;
 
-    let n_mem = n2n_memory(&n).await?;
-    let b_mem = bare_memory(&api).await?;
+    let n_mem = in_child("memory-n2n")?[0];
+    let b_mem = in_child("memory-bare")?[0];
+    let n_cycles = in_child("cycles-n2n")?;
+    let b_cycles = in_child("cycles-bare")?;
 
     println!(
         "webrtc transport on loopback, {SETUP_ROUNDS} set-ups, {RTT_ROUNDS} round trips, {} MiB one way, {MEMORY_CONNECTIONS} connections",
@@ -448,5 +532,16 @@ async fn run() -> anyhow::Result<()> {
     );
     row("throughput", n_tp, b_tp, "MiB/s");
     row("memory per connection", n_mem / 1e3, b_mem / 1e3, "KB");
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|m| format!("{m:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "resident MB after each of {CYCLES} cycles of {MEMORY_CONNECTIONS} open/close: n2n {}; bare {}",
+        show(&n_cycles),
+        show(&b_cycles)
+    );
     Ok(())
 }

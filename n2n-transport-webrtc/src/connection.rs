@@ -180,7 +180,7 @@ impl WebRtcConnection {
     }
 
     fn check_alive(&self) -> Result<(), ConnectionError> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) || *self.goodbye.received.borrow() {
             return Err(ConnectionError::Closed);
         }
         let s = *self.state.borrow();

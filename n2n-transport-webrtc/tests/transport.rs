@@ -194,6 +194,11 @@ async fn closes_from(dialer_closes: bool) {
         closer.send(Bytes::from_static(b"x")).await,
         Err(ConnectionError::Closed)
     );
+    // The other side knows too, before it closes.
+    assert_eq!(
+        other.send(Bytes::from_static(b"x")).await,
+        Err(ConnectionError::Closed)
+    );
     assert_eq!(closer.recv().await, Err(ConnectionError::Closed));
     closer.close().await; // idempotent
     other.close().await;
