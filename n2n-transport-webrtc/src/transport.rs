@@ -398,6 +398,10 @@ impl WebRtcTransport {
 
         let mut early: Vec<RTCIceCandidateInit> = Vec::new();
         let mut remote_candidates = 0usize;
+        // Once both descriptions are set, the signaling path may go away
+        // (the remote finished first and dropped its end, a relay left):
+        // ICE and DTLS go on without it, bounded by the handshake timeout.
+        let mut signaling_open = true;
         loop {
             tokio::select! {
                 Some(opened) = open_rx.recv() => {
@@ -409,12 +413,22 @@ impl WebRtcTransport {
                     // Candidates gathered in time went out inside the description.
                     let known = matches!(&local, Signal::Candidate { candidate, .. }
                         if local_sdp.contains(&format!("a={candidate}\r\n")));
-                    if !known {
-                        signals.send(local.encode()).await?;
+                    if !known && signaling_open {
+                        match signals.send(local.encode()).await {
+                            Ok(()) => {}
+                            Err(_) if remote_set => signaling_open = false,
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
-                payload = signals.recv() => {
-                    let payload = payload.ok_or(TransportError::SignalingClosed)?;
+                payload = signals.recv(), if signaling_open => {
+                    let Some(payload) = payload else {
+                        if remote_set {
+                            signaling_open = false;
+                            continue;
+                        }
+                        return Err(TransportError::SignalingClosed);
+                    };
                     let signal = Signal::decode(&payload)
                         .map_err(|e| TransportError::BadSignal(e.to_string()))?;
                     match signal {

@@ -251,6 +251,44 @@ async fn a_remote_that_never_answers_times_out() {
     .await;
 }
 
+/// The signaling path may vanish once the offer and the answer went through
+/// (the remote finished first, a relaying neighbour left): ICE and DTLS
+/// complete without it, and the connection works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_closed_after_offer_and_answer_is_not_fatal() {
+    let (a, b) = (key(1).peer_id(), key(2).peer_id());
+    let ta = WebRtcTransport::new(config()).unwrap();
+    let tb = WebRtcTransport::new(config()).unwrap();
+    let (dial_pipe, mut dial_ends) = SignalPipe::new(a, b);
+    let (accept_pipe, mut accept_ends) = SignalPipe::new(b, a);
+    // Forwards the offer and the answer only, then drops both ends.
+    let relay = tokio::spawn(async move {
+        let offer = dial_ends.outbound.recv().await.expect("offer");
+        assert!(matches!(Signal::decode(&offer), Ok(Signal::Offer { .. })));
+        accept_ends
+            .inbound
+            .send(offer)
+            .await
+            .expect("acceptor listens");
+        let answer = accept_ends.outbound.recv().await.expect("answer");
+        assert!(matches!(Signal::decode(&answer), Ok(Signal::Answer { .. })));
+        dial_ends
+            .inbound
+            .send(answer)
+            .await
+            .expect("dialer listens");
+    });
+    let (ca, cb) = tokio::join!(ta.dial(dial_pipe), tb.accept(accept_pipe));
+    relay.await.unwrap();
+    let (ca, cb) = (ca.expect("dial"), cb.expect("accept"));
+    ca.send(Bytes::from_static(b"without signaling"))
+        .await
+        .unwrap();
+    assert_eq!(&cb.recv().await.unwrap()[..], b"without signaling");
+    ca.close().await;
+    cb.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_dropped_mid_session_is_reported_lost() {
     let cfg = Config {
