@@ -1,0 +1,297 @@
+//! Relay latency over real WebRTC data channels on loopback: A → B → C, where
+//! B forwards, against the bare `webrtc` crate doing the same two hops.
+//!
+//! - `relay_1KiB/n2n`: three nodes (`Builder` + `WebRtcTransport`), A and C
+//!   neighbours of B. A sends one 1 KiB application message to B; B's
+//!   application, on the `Event::Message`, sends it on to C; the time runs
+//!   until C's application has the `Event::Message`.
+//! - `relay_1KiB/bare`: two bare peer-connection pairs A–B and B–C, one data
+//!   channel each; B's `on_message` sends the message on to C, whose
+//!   `on_message` hands it to the bench task.
+//! - `relay_signal/n2n`: the offer of a bridged handshake, relayed A → B → C
+//!   by B's node runtime (the neighbour relay of `n2n-signal-neighbor`): from
+//!   the moment A's transport hands the offer to its runtime (which signs it
+//!   and sends it to B inside a `Relay` message) until C's transport receives
+//!   it (after B relayed it and C's runtime verified the signature). A
+//!   wrapper around the transports of A and C takes the two timestamps. Each
+//!   sample builds a fresh trio, so this bench runs few iterations.
+//! - `relay_signal/bare`: the same two bare hops as `relay_1KiB/bare`, with a
+//!   message as large as the offer payload.
+//!
+//! Run: `cargo bench -p benches --bench relay`
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use benches::n2n::{APP, OVERLAY, Trio, key, next_message, webrtc};
+use benches::{bare, bench_mode, runtime, within};
+use bytes::Bytes;
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use n2n_core::PeerId;
+use n2n_core::node::Event;
+use n2n_core::transport::{Connection, SignalPipe, SignalPipeEnds, Transport, TransportError};
+use tokio::sync::mpsc;
+
+const MESSAGE: usize = 1024;
+
+// ----- application message -----
+
+/// A, B and C with B's application forwarding A's messages to C.
+struct N2nRelay {
+    trio: Trio,
+    c_events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+}
+
+impl N2nRelay {
+    async fn new() -> Self {
+        let mut trio = Trio::new(0, webrtc).await;
+        let (a_id, c_id) = (trio.a.local_peer_id(), trio.c.local_peer_id());
+        let mut b_events = trio.b.take_events().expect("events");
+        let b = trio.b.handle().clone();
+        tokio::spawn(async move {
+            while let Some(e) = b_events.recv().await {
+                if let Event::Message { from, payload, .. } = e
+                    && from == a_id
+                    && b.send(c_id, APP, payload.to_vec()).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut a_events = trio.a.take_events().expect("events");
+        tokio::spawn(async move { while a_events.recv().await.is_some() {} });
+        let c_events = tokio::sync::Mutex::new(trio.c.take_events().expect("events"));
+        Self { trio, c_events }
+    }
+
+    async fn run(&self, iters: u64, message: &[u8]) -> Duration {
+        let b_id = self.trio.b.local_peer_id();
+        let mut c_events = self.c_events.lock().await;
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            self.trio
+                .a
+                .handle()
+                .send(b_id, APP, message.to_vec())
+                .await
+                .expect("A sends");
+            let (_, got) = next_message(&mut c_events).await;
+            total += start.elapsed();
+            assert_eq!(got.len(), message.len());
+        }
+        total
+    }
+}
+
+/// Bare pairs A–B and B–C; B's `on_message` forwards to C.
+struct BareRelay {
+    ab: bare::Pair,
+    bc: bare::Pair,
+    at_c: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+}
+
+impl BareRelay {
+    async fn new() -> Self {
+        let api = bare::api(false);
+        let ab = bare::connect(&api).await.expect("bare A–B");
+        let bc = bare::connect(&api).await.expect("bare B–C");
+        let to_c = bc.ca.clone();
+        ab.cb.on_message(Box::new(move |m| {
+            let to_c = to_c.clone();
+            Box::pin(async move {
+                let _ = to_c.send(&m.data).await;
+            })
+        }));
+        let (tx, rx) = mpsc::channel(16);
+        bc.cb.on_message(Box::new(move |m| {
+            let _ = tx.try_send(m.data);
+            Box::pin(async {})
+        }));
+        Self {
+            ab,
+            bc,
+            at_c: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    async fn run(&self, iters: u64, message: &Bytes) -> Duration {
+        let mut at_c = self.at_c.lock().await;
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            self.ab.ca.send(message).await.expect("bare A sends");
+            let got = within("bare relay", at_c.recv()).await.expect("bare C");
+            total += start.elapsed();
+            assert_eq!(got.len(), message.len());
+        }
+        total
+    }
+
+    async fn close(self) {
+        self.ab.close().await;
+        self.bc.close().await;
+    }
+}
+
+// ----- signal -----
+
+/// When the watched handshake's first signal left the dialer's transport, its
+/// size, and when it reached the acceptor's transport.
+#[derive(Debug, Default)]
+struct Stamps {
+    out: Option<(Instant, usize)>,
+    arrived: Option<Instant>,
+}
+
+/// A transport that timestamps the first signal of its handshakes with
+/// `watch` (sent when dialing, received when accepting).
+#[derive(Debug)]
+struct Stamped {
+    inner: Arc<dyn Transport>,
+    watch: PeerId,
+    stamps: Arc<Mutex<Stamps>>,
+}
+
+/// Passes signals between the runtime's pipe and the inner transport's,
+/// stamping the first of each direction.
+async fn forward(
+    mut outer: SignalPipe,
+    mut inner: SignalPipeEnds,
+    stamps: Option<Arc<Mutex<Stamps>>>,
+) {
+    loop {
+        tokio::select! {
+            Some(p) = inner.outbound.recv() => {
+                if let Some(s) = &stamps {
+                    let mut s = s.lock().expect("stamps");
+                    s.out.get_or_insert((Instant::now(), p.len()));
+                }
+                if outer.send(p).await.is_err() { break; }
+            }
+            Some(p) = outer.recv() => {
+                if let Some(s) = &stamps {
+                    s.lock().expect("stamps").arrived.get_or_insert_with(Instant::now);
+                }
+                if inner.inbound.send(p).await.is_err() { break; }
+            }
+            else => break,
+        }
+    }
+}
+
+impl Stamped {
+    fn wrap(&self, outer: SignalPipe) -> SignalPipe {
+        let (pipe, ends) = SignalPipe::new(outer.local(), outer.remote());
+        let stamps = (outer.remote() == self.watch).then(|| self.stamps.clone());
+        tokio::spawn(forward(outer, ends, stamps));
+        pipe
+    }
+}
+
+#[async_trait]
+impl Transport for Stamped {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn dial(&self, signals: SignalPipe) -> Result<Box<dyn Connection>, TransportError> {
+        let pipe = self.wrap(signals);
+        self.inner.dial(pipe).await
+    }
+
+    async fn accept(&self, signals: SignalPipe) -> Result<Box<dyn Connection>, TransportError> {
+        let pipe = self.wrap(signals);
+        self.inner.accept(pipe).await
+    }
+}
+
+/// One bridge A → C through B on a fresh trio; returns the offer's relay time
+/// and payload size.
+async fn signal_once(seed: u64) -> (Duration, usize) {
+    let (a_id, c_id) = (key(3 * seed + 1).peer_id(), key(3 * seed + 3).peer_id());
+    let stamps = Arc::new(Mutex::new(Stamps::default()));
+    let mut made = 0;
+    let transport = || -> Arc<dyn Transport> {
+        made += 1;
+        let watch = match made {
+            1 => c_id,
+            3 => a_id,
+            _ => return webrtc(),
+        };
+        Arc::new(Stamped {
+            inner: webrtc(),
+            watch,
+            stamps: stamps.clone(),
+        })
+    };
+    let trio = Trio::new(seed, transport).await;
+    within("bridge", trio.b.handle().bridge(OVERLAY, a_id, c_id))
+        .await
+        .expect("bridged");
+    let s = std::mem::take(&mut *stamps.lock().expect("stamps"));
+    trio.shutdown().await;
+    let (sent, size) = s.out.expect("A's transport sent an offer");
+    let arrived = s.arrived.expect("C's transport got the offer");
+    (arrived - sent, size)
+}
+
+fn relay(c: &mut Criterion) {
+    let rt = runtime();
+    let message = Bytes::from(vec![7u8; MESSAGE]);
+
+    let n2n = rt.block_on(N2nRelay::new());
+    let bare = rt.block_on(BareRelay::new());
+    let mut g = c.benchmark_group("relay_1KiB");
+    if bench_mode() {
+        g.measurement_time(Duration::from_secs(4))
+            .warm_up_time(Duration::from_secs(1));
+    }
+    g.bench_function("n2n", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| n2n.run(iters, &message))
+    });
+    g.bench_function("bare", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| bare.run(iters, &message))
+    });
+    g.finish();
+    rt.block_on(n2n.trio.shutdown());
+
+    // Each sample of the signal relay builds three nodes (about 30 ms) to time
+    // one hop pair of well under a millisecond: flat sampling with a short
+    // target time keeps it at one or two bridges per sample.
+    let (_, offer) = rt.block_on(signal_once(1000));
+    let signal = Bytes::from(vec![7u8; offer]);
+    let seed = std::cell::Cell::new(1001);
+    let mut g = c.benchmark_group("relay_signal");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(2));
+    g.bench_function("n2n", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let first = seed.get();
+            seed.set(first + iters);
+            async move {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    total += signal_once(first + i).await.0;
+                }
+                total
+            }
+        })
+    });
+    g.measurement_time(Duration::from_millis(100));
+    g.bench_function("bare", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| bare.run(iters, &signal))
+    });
+    g.finish();
+    println!("relay_signal: offer payload {offer} bytes");
+    rt.block_on(bare.close());
+}
+
+criterion_group!(benches, relay);
+criterion_main!(benches);

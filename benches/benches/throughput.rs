@@ -1,0 +1,176 @@
+//! Throughput of one connection over real WebRTC on loopback: 64 MiB of
+//! application data one way, n2n against the bare `webrtc` crate.
+//!
+//! - `throughput/n2n_1MiB`: two nodes (`Builder` + `WebRtcTransport`)
+//!   connected directly; A sends 1 MiB application messages
+//!   (`NodeHandle::send`, which the transport cuts into 16 KiB chunks), and
+//!   C's application counts the bytes of its `Event::Message`s.
+//! - `throughput/n2n_16KiB`: the same with 16 KiB application messages.
+//! - `throughput/bare`: one bare data channel (detached), 16 KiB messages (the
+//!   bare channel breaks on 64 KiB ones and refuses 1 MiB ones), at most 1 MiB
+//!   unacknowledged (a buffered-amount threshold, as the n2n transport's
+//!   default `max_buffered`).
+//!
+//! Criterion reports bytes per second. Under `cargo test` (no `--bench`)
+//! each body moves 1 MiB instead of 64 MiB.
+//!
+//! Run: `cargo bench -p benches --bench throughput`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use benches::n2n::{APP, OVERLAY, next_message, node, wait_neighbours, webrtc};
+use benches::{bare, bench_mode, runtime, within};
+use bytes::Bytes;
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use n2n_core::memory::MemorySignalingHub;
+use n2n_core::node::{Event, Node};
+use n2n_transport_webrtc::webrtc::data::data_channel::DataChannel;
+use tokio::sync::{Mutex, Notify, mpsc};
+
+const BARE_MESSAGE: usize = 16 * 1024;
+const MAX_BUFFERED: usize = 1 << 20;
+
+fn total_bytes() -> usize {
+    if bench_mode() { 64 << 20 } else { 1 << 20 }
+}
+
+/// A connected to C directly.
+struct N2nPair {
+    a: Node,
+    c: Node,
+    c_events: Mutex<mpsc::Receiver<Event>>,
+}
+
+impl N2nPair {
+    async fn new() -> Self {
+        let hub = MemorySignalingHub::new();
+        let a = node(1, webrtc());
+        let mut c = node(2, webrtc());
+        let (a_id, c_id) = (a.local_peer_id(), c.local_peer_id());
+        c.handle().attach_signaling(hub.attach(c_id)).await;
+        within(
+            "A connects to C",
+            a.handle().connect(c_id, hub.attach(a_id), Some(OVERLAY)),
+        )
+        .await
+        .expect("connects");
+        wait_neighbours(&c, 1).await;
+        let c_events = Mutex::new(c.take_events().expect("events"));
+        Self { a, c, c_events }
+    }
+
+    async fn run(&self, iters: u64, message: usize) -> Duration {
+        let c_id = self.c.local_peer_id();
+        let mut c_events = self.c_events.lock().await;
+        let payload = vec![9u8; message];
+        let total = total_bytes();
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            let send = async {
+                for _ in 0..total / message {
+                    self.a
+                        .handle()
+                        .send(c_id, APP, payload.clone())
+                        .await
+                        .expect("A sends");
+                }
+            };
+            let recv = async {
+                let mut got = 0;
+                while got < total {
+                    got += next_message(&mut c_events).await.1.len();
+                }
+            };
+            within("n2n transfer", async { tokio::join!(send, recv) }).await;
+            elapsed += start.elapsed();
+        }
+        elapsed
+    }
+}
+
+/// One bare detached channel with a buffered-amount threshold.
+struct BarePair {
+    pair: bare::Pair,
+    da: Arc<DataChannel>,
+    db: Arc<DataChannel>,
+    low: Arc<Notify>,
+}
+
+impl BarePair {
+    async fn new() -> Self {
+        let pair = bare::connect(&bare::api(true)).await.expect("bare pair");
+        let (da, db) = pair.detach().await.expect("detached");
+        let low = Arc::new(Notify::new());
+        da.set_buffered_amount_low_threshold(MAX_BUFFERED / 2);
+        {
+            let low = low.clone();
+            da.on_buffered_amount_low(Box::new(move || {
+                low.notify_one();
+                Box::pin(async {})
+            }));
+        }
+        Self { pair, da, db, low }
+    }
+
+    async fn run(&self, iters: u64) -> Duration {
+        let m = Bytes::from(vec![9u8; BARE_MESSAGE]);
+        let total = total_bytes();
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            let send = async {
+                for _ in 0..total / m.len() {
+                    while self.da.buffered_amount() + m.len() > MAX_BUFFERED {
+                        // The notification can come between the check and the wait.
+                        let _ = tokio::time::timeout(Duration::from_millis(5), self.low.notified())
+                            .await;
+                    }
+                    self.da.write(&m).await.expect("bare write");
+                }
+            };
+            let recv = async {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0;
+                while got < total {
+                    got += self.db.read(&mut buf).await.expect("bare read");
+                }
+            };
+            within("bare transfer", async { tokio::join!(send, recv) }).await;
+            elapsed += start.elapsed();
+        }
+        elapsed
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    let rt = runtime();
+    let n2n = rt.block_on(N2nPair::new());
+    let bare = rt.block_on(BarePair::new());
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Bytes(total_bytes() as u64))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("n2n_1MiB", |b| {
+        b.to_async(&rt).iter_custom(|iters| n2n.run(iters, 1 << 20))
+    });
+    g.bench_function("n2n_16KiB", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| n2n.run(iters, 16 << 10))
+    });
+    g.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| bare.run(iters))
+    });
+    g.finish();
+    rt.block_on(async {
+        n2n.a.shutdown().await;
+        n2n.c.shutdown().await;
+        bare.pair.close().await;
+    });
+}
+
+criterion_group!(benches, throughput);
+criterion_main!(benches);
