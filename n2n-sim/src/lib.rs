@@ -5,7 +5,7 @@
 //! very state machines the node runtime drives over WebRTC — and measures the
 //! overlay they build.
 //!
-//! - [`Sim`]: the event loop (one binary heap of events ordered by time, then
+//! - [`Sim`]: the event loop (a calendar queue of events ordered by time, then
 //!   by insertion), per-peer RNG seeds derived from one master seed, and the
 //!   environment's semantics for every [`Output`](n2n_core::overlay::Output):
 //!   messages, arcs opened and closed, bridges, timers, crashes.
@@ -47,6 +47,7 @@
 
 pub mod measure;
 pub mod plot;
+mod queue;
 mod rng;
 pub mod scenario;
 mod sim;

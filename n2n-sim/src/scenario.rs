@@ -508,9 +508,10 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
     scenario.validate()?;
     let spray_config = scenario.spray_config();
     let linger = spray_config.leave_linger;
-    let sim = Sim::new(scenario.sim_config(), move |id, seed| {
+    let mut sim = Sim::new(scenario.sim_config(), move |id, seed| {
         spray::State::new(id, spray_config.clone(), SimRng::seed_from(seed))
     });
+    sim.set_warm(|o| o.view_size());
     let mut r = Runner {
         sim,
         rng: SimRng::seed_from(scenario.seed ^ 0x0005_ce4a_410f),

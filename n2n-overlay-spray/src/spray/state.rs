@@ -90,25 +90,30 @@ struct PendingExchange<P> {
 ///   us, tell the inview ([`Message::Leave`]: close your arcs to me, no crash
 ///   handling), and close the outview after [`Config::leave_linger`]. A
 ///   departure thus removes about `ln N + 1` arcs, what a join added.
+// The fields are laid out by hand, those that most inputs read first, and
+// the state starts on a cache line: a simulator runs a million of these and
+// every input lands on a peer out of the cache, so each line it needs is a
+// miss. With `u32` peer ids, an arc change reads the first two lines only.
+#[repr(C, align(64))]
 pub struct State<P, R> {
-    local: P,
-    config: Config,
-    rng: R,
-    view: PartialView<P>,
-    outview: Outview<P>,
     inview: Inview<P>,
-    round: i64,
-    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age)`.
-    incoming: VecDeque<(P, u32)>,
+    outview: Outview<P>,
+    view: PartialView<P>,
     outputs: VecDeque<Output<P, Timer>>,
     connection: ConnectionState,
-    shuffle_armed: bool,
-    exchange: Option<PendingExchange<P>>,
-    next_exchange: u64,
-    down: Vec<(P, u32)>,
     leave: LeavePhase,
+    shuffle_armed: bool,
+    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age)`.
+    incoming: VecDeque<(P, u32)>,
+    round: i64,
+    down: Vec<(P, u32)>,
+    exchange: Option<PendingExchange<P>>,
+    rng: R,
+    local: P,
     mean_view: Option<f64>,
+    next_exchange: u64,
     scratch: Vec<usize>,
+    config: Config,
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for State<P, R> {
