@@ -81,6 +81,10 @@ struct Args {
     /// Write a final JSON report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Keep the peers running this long (ms) after the summary and report, so
+    /// that the other processes of a multi-process overlay can finish theirs.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
 }
 
 /// One running peer.
@@ -229,6 +233,25 @@ async fn settle(peers: &[Peer], limit: Duration) {
     }
 }
 
+/// CPU time this process used so far (user + system), from `/proc` (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports in clock ticks, 100 per second on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The resident set of this process in bytes, from `/proc` (Linux).
+fn resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn ln(n: usize) -> f64 {
     (n.max(1) as f64).ln()
 }
@@ -371,6 +394,7 @@ async fn serve(port: u16, page: Arc<tokio::sync::RwLock<String>>) -> anyhow::Res
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -417,11 +441,12 @@ async fn main() -> anyhow::Result<()> {
     }
     // Newcomers under churn still need the server; otherwise it goes away now.
     if args.churn == 0 {
-        if let Some(s) = server.take() {
-            s.shutdown().await;
-        }
+        // Members leave first, so that none sees the server go away.
         for p in &peers {
             p.signaling.close();
+        }
+        if let Some(s) = server.take() {
+            s.shutdown().await;
         }
     }
     println!(
@@ -453,6 +478,7 @@ async fn main() -> anyhow::Result<()> {
     let mut next_seed = peer_seed(args.seed, args.peers as u64);
     let mut last = (0u64, 0u64);
     let mut last_row = None;
+    let cycles_started = (Instant::now(), cpu_time());
     let mut ticker = tokio::time::interval(Duration::from_millis(args.delta));
     ticker.tick().await;
     for cycle in 1..=args.cycles {
@@ -522,14 +548,34 @@ async fn main() -> anyhow::Result<()> {
         row.min,
         row.max,
         row.arcs,
-        if row.strong {
-            "strongly connected"
+        if args.join.is_some() {
+            // Arcs to peers of other processes are not in this graph.
+            let leaving = graph
+                .values()
+                .flatten()
+                .filter(|q| !graph.contains_key(*q))
+                .count();
+            format!("spans other processes ({leaving} arcs lead out of this one)")
+        } else if row.strong {
+            "strongly connected".into()
         } else if row.weak {
-            "weakly connected"
+            "weakly connected".into()
         } else {
-            "split"
+            "split".into()
         }
     );
+    if let (Some(cpu0), Some(cpu1), Some(rss)) = (cycles_started.1, cpu_time(), resident()) {
+        let wall = cycles_started.0.elapsed().as_secs_f64();
+        let cpu = (cpu1.saturating_sub(cpu0)).as_secs_f64();
+        let n = row.peers.max(1) as f64;
+        println!(
+            "process: resident {:.1} MiB ({:.0} KiB per peer); CPU while shuffling {:.0}% of one core ({:.2}% per peer)",
+            rss as f64 / (1 << 20) as f64,
+            rss as f64 / 1024.0 / n,
+            100.0 * cpu / wall,
+            100.0 * cpu / wall / n
+        );
+    }
     if let Some(path) = &args.report {
         let mut reports = Vec::new();
         for p in &peers {
@@ -556,6 +602,12 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     let _ = graph;
+    if args.hold > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.hold)) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
     for p in peers {
         p.node.shutdown().await;
     }

@@ -83,6 +83,16 @@ fn the_example_converges_on_real_webrtc_without_the_server() {
         .map(|p| p["outview"].as_array().unwrap().len())
         .sum();
     assert!(arcs >= 20, "{arcs} arcs\n{stdout}");
+    // Spray's views converge to about ln N (the joins set the arc total to
+    // 1 + Σ_{k=3..N} 1/k ≈ 3.1 per peer at N = 20).
+    let ln_n = 20f64.ln();
+    let mean = r["mean_view"].as_f64().unwrap();
+    assert!(
+        (mean - ln_n).abs() <= 0.25 * ln_n,
+        "mean view {mean:.2} not within ±25% of ln 20 = {ln_n:.2}\n{stdout}"
+    );
+    assert!(r["strongly_connected"].as_bool().unwrap(), "{stdout}");
+    assert!(r["min_view"].as_u64().unwrap() >= 1, "{stdout}");
     assert!(
         r["bridges_ok"].as_u64().unwrap() > 0,
         "shuffles bridged arcs through neighbours"
@@ -90,4 +100,140 @@ fn the_example_converges_on_real_webrtc_without_the_server() {
     let dot = std::fs::read_to_string(&graph).unwrap();
     assert!(dot.starts_with("digraph spray"), "{dot}");
     assert!(dot.matches("->").count() >= 20);
+}
+
+fn signal_binary() -> PathBuf {
+    artifact(
+        "n2n-signal",
+        &["-p", "n2n-signal-ws", "--bin", "n2n-signal"],
+    )
+}
+
+/// Kills a child process when dropped (a failed assertion leaves none behind).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// "Three terminals": the signaling binary in its own process, then three
+/// processes of five peers each join it and form one overlay.
+#[test]
+fn three_processes_of_five_peers_form_one_overlay() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut server = Command::new(signal_binary())
+        .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("n2n-signal starts");
+    let mut lines = BufReader::new(server.stdout.take().expect("piped")).lines();
+    let url = lines
+        .next()
+        .expect("a line")
+        .expect("utf-8")
+        .strip_prefix("listening on ")
+        .expect("the listening line")
+        .trim()
+        .to_string();
+    let server = Reaped(server);
+
+    let mut runs = Vec::new();
+    for i in 1..=3u64 {
+        let out = temp(&format!("process-{i}.json"));
+        let child = Command::new(example())
+            .args([
+                "--join", &url, "--peers", "5", "--cycles", "5", "--delta", "1500",
+            ])
+            .args(["--seed", &(100 * i).to_string(), "--hold", "15000"])
+            .arg("--report")
+            .arg(&out)
+            .stdout(std::fs::File::create(temp(&format!("process-{i}.out"))).unwrap())
+            .stderr(std::fs::File::create(temp(&format!("process-{i}.err"))).unwrap())
+            .spawn()
+            .expect("example starts");
+        runs.push((Reaped(child), out));
+        // The first peers are members before the next process asks for contacts.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // Each process writes its report, then holds its peers until the others
+    // have written theirs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while runs.iter().any(|(_, out)| !out.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reports not written in time"
+        );
+        for (child, out) in &mut runs {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "a peer process failed: {status}\n{}",
+                    std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+                );
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let mut graph: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut owner = std::collections::BTreeMap::new();
+    for (i, (_, out)) in runs.iter().enumerate() {
+        let r = report(out);
+        let peers = r["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 5, "process {i} reports its five peers");
+        for p in peers {
+            let id = p["id"].as_str().unwrap().to_string();
+            let outs: Vec<String> = p["outview"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q.as_str().unwrap().to_string())
+                .collect();
+            assert!(
+                !outs.is_empty(),
+                "peer {id} of process {i} has an empty view"
+            );
+            owner.insert(id.clone(), i);
+            graph.insert(id, outs);
+        }
+    }
+    assert_eq!(graph.len(), 15, "fifteen distinct peers");
+    // Arcs cross processes: the three form one overlay, not three.
+    let crossing = graph
+        .iter()
+        .flat_map(|(p, outs)| outs.iter().map(move |q| (p, q)))
+        .filter(|(p, q)| owner.get(*q).is_some_and(|o| o != &owner[*p]))
+        .count();
+    assert!(crossing > 0, "no arc between processes: {graph:?}");
+    // One weakly connected component over all fifteen peers.
+    let ids: Vec<&String> = graph.keys().collect();
+    let mut seen = std::collections::BTreeSet::from([ids[0].clone()]);
+    let mut stack = vec![ids[0].clone()];
+    while let Some(p) = stack.pop() {
+        let mut next: Vec<String> = graph.get(&p).cloned().unwrap_or_default();
+        next.extend(
+            graph
+                .iter()
+                .filter(|(_, outs)| outs.contains(&p))
+                .map(|(q, _)| q.clone()),
+        );
+        for q in next {
+            if graph.contains_key(&q) && seen.insert(q.clone()) {
+                stack.push(q);
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        15,
+        "one overlay over the three processes: {graph:?}"
+    );
+    drop(runs);
+    drop(server);
 }
