@@ -67,9 +67,14 @@ struct Cli {
     /// Largest one-way hop latency, ms.
     #[arg(long)]
     latency_max_ms: Option<u64>,
-    /// Loss rate per hop (messages and signaling steps of bridges), in [0, 1].
+    /// Signaling loss per hop, in [0, 1]: each offer or answer relayed to open
+    /// an arc is lost at this rate, and the arc then fails to open.
     #[arg(long, value_parser = parse_probability)]
     loss: Option<f64>,
+    /// Loss rate of overlay messages (shuffle requests and answers), in
+    /// [0, 1]; apart from signaling, 0 unless set.
+    #[arg(long, value_parser = parse_probability)]
+    message_loss: Option<f64>,
     /// Crash this percentage of the peers at once (at --crash-at).
     #[arg(long, requires = "crash_at", value_parser = parse_percent)]
     crash: Option<f64>,
@@ -159,7 +164,8 @@ impl Cli {
             delta_ms,
             latency_min_ms,
             latency_max_ms,
-            loss
+            loss,
+            message_loss
         );
         if let Some(interval_ms) = self.interval_ms {
             s.arrival = Arrival::OneByOne { interval_ms };
@@ -352,6 +358,21 @@ fn summary(s: &Scenario, r: &RunResult, wall: f64) -> String {
                 m.strong.count,
                 m.weak.count
             ),
+        );
+    }
+    if s.loss > 0.0 || s.message_loss > 0.0 {
+        let first = &r.rows[0];
+        line(
+            "arcs + in flight, cycle 0 → last",
+            format!(
+                "{} → {}",
+                first.arcs as i64 + first.arcs_in_flight,
+                last.arcs as i64 + last.arcs_in_flight
+            ),
+        );
+        line(
+            "signaling hops / messages lost",
+            format!("{} / {}", last.lost, last.messages_lost),
         );
     }
     line("events", r.events.to_string());

@@ -132,8 +132,14 @@ pub struct Scenario {
     pub latency_min_ms: u64,
     /// See `latency_min_ms`.
     pub latency_max_ms: u64,
-    /// Probability that one hop (a message or a signaling step of a bridge) is lost.
+    /// Signaling loss: probability that one signaling hop of a bridge (an
+    /// offer or an answer relayed by the bridging peer) is lost; the arc then
+    /// fails to open and the peer that was to open it handles an arc down
+    /// (see [`Config::loss`]).
     pub loss: f64,
+    /// Probability that one overlay message (a shuffle request or answer, a
+    /// join, a leave) is lost, apart from signaling (default 0).
+    pub message_loss: f64,
     /// Time for a neighbour to notice a crash.
     pub detection_ms: u64,
     /// How long a Spray peer waits for an exchange answer.
@@ -164,6 +170,7 @@ impl Default for Scenario {
             latency_min_ms: 10,
             latency_max_ms: 50,
             loss: 0.0,
+            message_loss: 0.0,
             detection_ms: 5_000,
             exchange_timeout_ms: 10_000,
             churn: None,
@@ -216,6 +223,9 @@ impl Scenario {
         if !(0.0..=1.0).contains(&self.loss) {
             return bad("loss must be in [0, 1]");
         }
+        if !(0.0..=1.0).contains(&self.message_loss) {
+            return bad("message_loss must be in [0, 1]");
+        }
         if let Some(f) = &self.failure
             && !(0.0..=1.0).contains(&f.fraction)
         {
@@ -245,6 +255,7 @@ impl Scenario {
             },
             detection_delay: Duration::from_millis(self.detection_ms),
             loss: self.loss,
+            message_loss: self.message_loss,
             ..Config::default()
         }
     }
@@ -276,6 +287,10 @@ pub struct Row {
     pub arcs: usize,
     /// Σ in-degrees.
     pub arcs_in: usize,
+    /// Arcs being opened minus arcs being closed at the measurement: a
+    /// shuffle closes its arcs a hop before the bridged ones open, so the arc
+    /// count of a busy network holds only as `arcs + arcs_in_flight`.
+    pub arcs_in_flight: i64,
     /// Partial-view size: mean, σ, min, max.
     pub view: [f64; 4],
     /// In-degree: mean, σ, min, max.
@@ -298,8 +313,10 @@ pub struct Row {
     pub path: f64,
     /// Simulator events so far.
     pub events: u64,
-    /// Messages and bridge hops lost so far.
+    /// Signaling hops lost so far (one per bridge that lost its arc).
     pub lost: u64,
+    /// Overlay messages lost so far.
+    pub messages_lost: u64,
     /// Bridges failed so far.
     pub bridge_failures: u64,
     /// Isolated peers that joined again so far.
@@ -310,7 +327,7 @@ pub struct Row {
 
 impl Row {
     /// The CSV header matching [`Row::csv`].
-    pub const CSV_HEADER: &'static str = "cycle,time_s,peers,ln_n,arcs,arcs_in,view_mean,view_sd,view_min,view_max,in_mean,in_sd,in_min,in_max,empty_views,duplicates,strong_components,strong_largest,weak_components,weak_largest,estimate_local_error,estimate_error,clustering,path,events,lost,bridge_failures,rejoins";
+    pub const CSV_HEADER: &'static str = "cycle,time_s,peers,ln_n,arcs,arcs_in,view_mean,view_sd,view_min,view_max,in_mean,in_sd,in_min,in_max,empty_views,duplicates,strong_components,strong_largest,weak_components,weak_largest,estimate_local_error,estimate_error,clustering,path,events,lost,bridge_failures,rejoins,messages_lost,arcs_in_flight";
 
     /// One CSV line (no newline), numbers with fixed precision so that equal
     /// runs give equal bytes.
@@ -318,7 +335,7 @@ impl Row {
         let mut s = String::with_capacity(200);
         let _ = write!(
             s,
-            "{},{:.3},{},{:.4},{},{},{:.4},{:.4},{},{},{:.4},{:.4},{},{},{},{:.5},{},{},{},{},{:.4},{:.4},{:.5},{:.4},{},{},{},{}",
+            "{},{:.3},{},{:.4},{},{},{:.4},{:.4},{},{},{:.4},{:.4},{},{},{},{:.5},{},{},{},{},{:.4},{:.4},{:.5},{:.4},{},{},{},{},{},{}",
             self.cycle,
             self.time_s,
             self.peers,
@@ -347,6 +364,8 @@ impl Row {
             self.lost,
             self.bridge_failures,
             self.rejoins,
+            self.messages_lost,
+            self.arcs_in_flight,
         );
         s
     }
@@ -696,6 +715,11 @@ fn measure_row(r: &mut Runner, scenario: &Scenario, cycle: u32, paths: bool) -> 
         path,
         events: c.events,
         lost: c.lost,
+        messages_lost: c.messages_lost,
+        arcs_in_flight: {
+            let (opening, closing) = r.sim.arcs_in_flight();
+            opening as i64 - closing as i64
+        },
         bridge_failures: c.bridge_failures,
         rejoins: r.rejoins,
         failed: 0,

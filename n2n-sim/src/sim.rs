@@ -39,18 +39,26 @@ pub struct Config {
     /// How long after a crash its neighbours notice it (the runtime's idle
     /// timeout).
     pub detection_delay: Duration,
-    /// Probability that one hop loses a message (overlay messages and each
-    /// signaling hop of a bridge; arc notices ride on connections and are
-    /// not lost).
+    /// Signaling loss: probability that one signaling hop of a bridge is
+    /// lost. A bridge between peers not yet connected relays an offer
+    /// `from → via → to` and an answer `to → via → from`, four hops; if one is
+    /// lost the arc does not open: `from` gets `ConnectFailed` (Spray's arc-down
+    /// rule then duplicates an arc, so the arc count holds) and `via` gets
+    /// `BridgeFailed`. The bridge order itself, overlay messages and arc
+    /// notices ride on open connections and are not lost by this rate.
     pub loss: f64,
+    /// Probability that one overlay message (`Output::Send`) is lost on its
+    /// connection, apart from signaling (0 by default: data channels are
+    /// reliable). A lost shuffle message leaves its initiator to time out.
+    pub message_loss: f64,
     /// How long the connection a joining peer opened to its contact stays up
     /// without arcs.
     pub linger: Duration,
 }
 
 impl Default for Config {
-    /// Seed 0, latency uniform in 10–50 ms, detection after 5 s, no loss,
-    /// 10 s linger.
+    /// Seed 0, latency uniform in 10–50 ms, detection after 5 s, no loss of
+    /// either kind, 10 s linger.
     fn default() -> Self {
         Self {
             seed: 0,
@@ -60,6 +68,7 @@ impl Default for Config {
             },
             detection_delay: Duration::from_secs(5),
             loss: 0.0,
+            message_loss: 0.0,
             linger: Duration::from_secs(10),
         }
     }
@@ -74,8 +83,10 @@ pub struct Counters {
     pub inputs: u64,
     /// Overlay messages delivered.
     pub messages: u64,
-    /// Messages or bridge hops lost (the `loss` rate).
+    /// Signaling hops lost (the `loss` rate), at most one counted per bridge.
     pub lost: u64,
+    /// Overlay messages lost (the `message_loss` rate).
+    pub messages_lost: u64,
     /// Messages to a peer that was not connected, or gone.
     pub undeliverable: u64,
     /// Arcs opened (one per occurrence).
@@ -170,7 +181,8 @@ type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
 /// calls. The environment honours the same contract as the node runtime:
 ///
 /// - `Send { to }` reaches `to` after one hop as `Input::Message`, if the two
-///   are connected (an arc either way, or a join's fresh connection).
+///   are connected (an arc either way, or a join's fresh connection), unless
+///   lost at rate [`Config::message_loss`].
 /// - `OpenArc { to }` (to a connected peer) gives `ArcOpened(Outgoing)` to the
 ///   sender and `ArcOpened(Incoming)` to `to` after one hop, at the same
 ///   instant; if `to` is gone or not connected, the sender gets
@@ -181,6 +193,8 @@ type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
 ///   the order hop, plus four signaling hops through `via` when `from` and
 ///   `to` are not yet connected. Otherwise `via` gets `BridgeFailed`, and
 ///   `from` gets `ConnectFailed` if it took the order but could not reach `to`.
+///   Each signaling hop is lost at rate [`Config::loss`]; a bridge that loses
+///   one ends as one that could not reach `to`.
 /// - `SetTimer` fires `Input::Timer` at its instant.
 /// - A crash removes the peer at once; after [`Config::detection_delay`]
 ///   each neighbour gets `ArcClosed(PeerDown)` once per arc occurrence it
@@ -528,8 +542,10 @@ impl<O: Overlay<u32>> Sim<O> {
         }
     }
 
-    fn lost(&mut self) -> bool {
-        self.config.loss > 0.0 && self.rng.random::<f64>() < self.config.loss
+    /// Draws whether something is lost at rate `p` (no draw when 0, so that
+    /// loss-free runs use the simulator's RNG as before).
+    fn lost(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
     }
 
     fn connected(&self, a: u32, b: u32) -> bool {
@@ -573,8 +589,8 @@ impl<O: Overlay<u32>> Sim<O> {
             Output::Send { to, payload } => {
                 if !self.is_alive(to) || !self.connected(at, to) {
                     self.counters.undeliverable += 1;
-                } else if self.lost() {
-                    self.counters.lost += 1;
+                } else if self.lost(self.config.message_loss) {
+                    self.counters.messages_lost += 1;
                 } else {
                     let t = self.now + self.hop(at, to);
                     self.schedule(
@@ -610,7 +626,7 @@ impl<O: Overlay<u32>> Sim<O> {
 
     fn route_bridge(&mut self, via: u32, from: u32, to: u32) {
         let order = self.now + self.hop(via, from);
-        if !self.is_alive(from) || !self.connected(via, from) || self.lost() {
+        if !self.is_alive(from) || !self.connected(via, from) {
             self.schedule(order, Kind::BridgeFailed { via, from, to });
             return;
         }
@@ -626,10 +642,11 @@ impl<O: Overlay<u32>> Sim<O> {
             // Offer from → via → to, answer to → via → from.
             t += 2 * (self.hop(from, via) + self.hop(via, to));
             for _ in 0..4 {
-                lost |= self.lost();
+                lost |= self.lost(self.config.loss);
             }
         }
         if lost {
+            self.counters.lost += 1;
             self.schedule(t, Kind::ConnectFailed { peer: from, to });
             self.schedule(t, Kind::BridgeFailed { via, from, to });
         } else {

@@ -107,6 +107,7 @@ fn invalid_scenarios_are_rejected_with_a_reason() {
     for (text, what) in [
         ("peers = 0", "peers"),
         ("loss = 2.0", "loss"),
+        ("message_loss = -0.5", "message_loss"),
         ("[failure]\nat_cycle = 1\nfraction = 1.5", "fraction"),
         ("latency_min_ms = 9\nlatency_max_ms = 1", "latency"),
         ("speed = 3", "speed"),
