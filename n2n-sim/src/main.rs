@@ -58,6 +58,10 @@ struct Cli {
     /// Peers arrive one by one, this many per shuffle period.
     #[arg(long, conflicts_with_all = ["burst", "interval_ms"])]
     joins_per_cycle: Option<u64>,
+    /// One-by-one arrivals speed up from this many members on: the interval
+    /// shrinks in proportion to the network's size.
+    #[arg(long, conflicts_with = "burst")]
+    speed_up_from: Option<u32>,
     /// Peers arrive in bursts of this size, one burst per cycle.
     #[arg(long)]
     burst: Option<u32>,
@@ -168,12 +172,22 @@ impl Cli {
             message_loss
         );
         if let Some(interval_ms) = self.interval_ms {
-            s.arrival = Arrival::OneByOne { interval_ms };
+            s.arrival = Arrival::OneByOne {
+                interval_ms,
+                speed_up_from: None,
+            };
         }
         if let Some(n) = self.joins_per_cycle {
             s.arrival = Arrival::OneByOne {
                 interval_ms: (s.delta_ms / n.max(1)).max(1),
+                speed_up_from: None,
             };
+        }
+        if let Some(n) = self.speed_up_from {
+            match &mut s.arrival {
+                Arrival::OneByOne { speed_up_from, .. } => *speed_up_from = Some(n),
+                Arrival::Burst { .. } => anyhow::bail!("--speed-up-from needs one-by-one arrivals"),
+            }
         }
         if let Some(size) = self.burst {
             s.arrival = Arrival::Burst {

@@ -164,3 +164,29 @@ fn the_shipped_scenarios_are_valid() {
     }
     assert!(n >= 5, "scenarios found: {n}");
 }
+
+#[test]
+fn arrivals_speed_up_with_the_network() {
+    let text = |speed_up: &str| {
+        format!(
+            "seed = 4\npeers = 400\ncycles = 2\n[arrival]\nmode = \"one-by-one\"\ninterval_ms = 300\n{speed_up}"
+        )
+    };
+    let plain = scenario::run(&Scenario::from_toml_str(&text("")).unwrap(), |_| {}).unwrap();
+    let fast = Scenario::from_toml_str(&text("speed_up_from = 100")).unwrap();
+    let fast = scenario::run(&fast, |_| {}).unwrap();
+    // 100 joins 300 ms apart, then 300 ever closer: 30 s + 30 s × ln 4.
+    let (t_plain, t_fast) = (plain.rows[0].time_s, fast.rows[0].time_s);
+    assert!(
+        t_plain > 119.0 && t_fast < 75.0,
+        "{t_plain} s vs {t_fast} s"
+    );
+    assert_eq!(fast.rows[0].peers, 400);
+    assert_eq!(fast.rows[2].empty_views, 0);
+    assert!(
+        (fast.rows[2].view[0] - plain.rows[2].view[0]).abs() < 0.5,
+        "{:?} vs {:?}",
+        fast.rows[2].view,
+        plain.rows[2].view
+    );
+}
