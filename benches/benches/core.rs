@@ -56,5 +56,11 @@ fn signatures(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, signatures);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = codec, signatures
+}
 criterion_main!(benches);

@@ -18,6 +18,13 @@
 //! - `relay_signal/bare`: the same two bare hops as `relay_1KiB/bare`, with a
 //!   message as large as the offer payload.
 //!
+//! After the criterion groups, under `cargo bench`, the bench prints where the
+//! time of one 1 KiB relay goes, stage by stage (median of 2000 messages):
+//! for n2n, timestamps taken by a wrapper around each node's connections
+//! (when a frame enters `Connection::send`, when it leaves
+//! `Connection::recv`) and by the applications; for the bare crate, when each
+//! `on_message` runs.
+//!
 //! Run: `cargo bench -p benches --bench relay`
 
 use std::sync::{Arc, Mutex};
@@ -30,7 +37,9 @@ use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use n2n_core::PeerId;
 use n2n_core::node::Event;
-use n2n_core::transport::{Connection, SignalPipe, SignalPipeEnds, Transport, TransportError};
+use n2n_core::transport::{
+    Connection, ConnectionError, SignalPipe, SignalPipeEnds, Transport, TransportError,
+};
 use tokio::sync::mpsc;
 
 const MESSAGE: usize = 1024;
@@ -237,6 +246,248 @@ async fn signal_once(seed: u64) -> (Duration, usize) {
     (arrived - sent, size)
 }
 
+// ----- stages -----
+
+/// Timestamps of one relayed message, by stage.
+#[derive(Debug, Default)]
+struct Probe {
+    at: Mutex<[Option<Instant>; STAGES.len()]>,
+}
+
+const STAGES: [&str; 7] = [
+    "A app: send called",
+    "A runtime: frame into Connection::send",
+    "B runtime: frame out of Connection::recv",
+    "B app: Event::Message",
+    "B runtime: frame into Connection::send",
+    "C runtime: frame out of Connection::recv",
+    "C app: Event::Message",
+];
+
+impl Probe {
+    fn stamp(&self, stage: usize) {
+        self.at.lock().expect("probe")[stage] = Some(Instant::now());
+    }
+
+    fn take(&self) -> [Option<Instant>; STAGES.len()] {
+        std::mem::take(&mut *self.at.lock().expect("probe"))
+    }
+}
+
+/// A transport whose connections stamp the application frames (at least
+/// [`MESSAGE`] bytes: control frames are smaller) they send and receive.
+#[derive(Debug)]
+struct Probed {
+    inner: Arc<dyn Transport>,
+    probe: Arc<Probe>,
+    send: Option<usize>,
+    recv: Option<usize>,
+}
+
+#[derive(Debug)]
+struct ProbedConnection {
+    inner: Box<dyn Connection>,
+    probe: Arc<Probe>,
+    send: Option<usize>,
+    recv: Option<usize>,
+}
+
+#[async_trait]
+impl Connection for ProbedConnection {
+    fn remote(&self) -> PeerId {
+        self.inner.remote()
+    }
+
+    async fn send(&self, message: Bytes) -> Result<(), ConnectionError> {
+        if let Some(stage) = self.send
+            && message.len() >= MESSAGE
+        {
+            self.probe.stamp(stage);
+        }
+        self.inner.send(message).await
+    }
+
+    async fn recv(&self) -> Result<Bytes, ConnectionError> {
+        let m = self.inner.recv().await?;
+        if let Some(stage) = self.recv
+            && m.len() >= MESSAGE
+        {
+            self.probe.stamp(stage);
+        }
+        Ok(m)
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+impl Probed {
+    fn wrap(&self, inner: Box<dyn Connection>) -> Box<dyn Connection> {
+        Box::new(ProbedConnection {
+            inner,
+            probe: self.probe.clone(),
+            send: self.send,
+            recv: self.recv,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for Probed {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn dial(&self, signals: SignalPipe) -> Result<Box<dyn Connection>, TransportError> {
+        Ok(self.wrap(self.inner.dial(signals).await?))
+    }
+
+    async fn accept(&self, signals: SignalPipe) -> Result<Box<dyn Connection>, TransportError> {
+        Ok(self.wrap(self.inner.accept(signals).await?))
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Relays `rounds` messages through probed nodes and prints the median time
+/// of each stage.
+async fn n2n_stages(rounds: usize) {
+    let probe = Arc::new(Probe::default());
+    let mut made = 0;
+    let transport = || -> Arc<dyn Transport> {
+        made += 1;
+        let (send, recv) = match made {
+            1 => (Some(1), None),
+            2 => (Some(4), Some(2)),
+            _ => (None, Some(5)),
+        };
+        Arc::new(Probed {
+            inner: webrtc(),
+            probe: probe.clone(),
+            send,
+            recv,
+        })
+    };
+    let mut trio = Trio::new(500, transport).await;
+    let (a_id, b_id, c_id) = (
+        trio.a.local_peer_id(),
+        trio.b.local_peer_id(),
+        trio.c.local_peer_id(),
+    );
+    let mut b_events = trio.b.take_events().expect("events");
+    let b = trio.b.handle().clone();
+    let b_probe = probe.clone();
+    tokio::spawn(async move {
+        while let Some(e) = b_events.recv().await {
+            if let Event::Message { from, payload, .. } = e
+                && from == a_id
+            {
+                b_probe.stamp(3);
+                if b.send(c_id, APP, payload.to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut a_events = trio.a.take_events().expect("events");
+    tokio::spawn(async move { while a_events.recv().await.is_some() {} });
+    let mut c_events = trio.c.take_events().expect("events");
+    let message = vec![7u8; MESSAGE];
+    let mut per_stage = vec![Vec::new(); STAGES.len()];
+    let mut send_call = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        probe.stamp(0);
+        let call = Instant::now();
+        trio.a
+            .handle()
+            .send(b_id, APP, message.clone())
+            .await
+            .expect("A sends");
+        send_call.push(call.elapsed());
+        next_message(&mut c_events).await;
+        probe.stamp(6);
+        let at = probe.take();
+        let at: Vec<Instant> = at.iter().map(|t| t.expect("every stage stamped")).collect();
+        for (i, w) in at.windows(2).enumerate() {
+            per_stage[i + 1].push(w[1].saturating_duration_since(w[0]));
+        }
+        per_stage[0].push(at[6] - at[0]);
+    }
+    let mut per_stage = per_stage.into_iter();
+    println!(
+        "n2n 1 KiB relay A -> B -> C, median of {rounds}: total {:?}",
+        median(per_stage.next().expect("total"))
+    );
+    for (name, v) in STAGES[1..].iter().zip(per_stage) {
+        println!("  {:>10.1?}  until {name}", median(v));
+    }
+    println!(
+        "  (A's NodeHandle::send call itself: {:.1?})",
+        median(send_call)
+    );
+    trio.shutdown().await;
+}
+
+/// The same for the bare relay: when B's and C's `on_message` run.
+async fn bare_stages(rounds: usize) {
+    let api = bare::api(false);
+    let ab = bare::connect(&api).await.expect("bare A–B");
+    let bc = bare::connect(&api).await.expect("bare B–C");
+    let probe = Arc::new(Probe::default());
+    let (to_c, b_probe) = (bc.ca.clone(), probe.clone());
+    ab.cb.on_message(Box::new(move |m| {
+        b_probe.stamp(1);
+        let to_c = to_c.clone();
+        Box::pin(async move {
+            let _ = to_c.send(&m.data).await;
+        })
+    }));
+    let (tx, mut rx) = mpsc::channel(16);
+    let c_probe = probe.clone();
+    bc.cb.on_message(Box::new(move |m| {
+        c_probe.stamp(2);
+        let _ = tx.try_send(m.data);
+        Box::pin(async {})
+    }));
+    let message = Bytes::from(vec![7u8; MESSAGE]);
+    let mut stages = vec![Vec::new(); 4];
+    for _ in 0..rounds {
+        probe.stamp(0);
+        ab.ca.send(&message).await.expect("bare A sends");
+        within("bare relay", rx.recv()).await.expect("bare C");
+        probe.stamp(3);
+        let at: Vec<Instant> = probe.take()[..4]
+            .iter()
+            .map(|t| t.expect("every stage stamped"))
+            .collect();
+        for (i, w) in at.windows(2).enumerate() {
+            stages[i + 1].push(w[1] - w[0]);
+        }
+        stages[0].push(at[3] - at[0]);
+    }
+    let mut stages = stages.into_iter();
+    println!(
+        "bare 1 KiB relay A -> B -> C, median of {rounds}: total {:?}",
+        median(stages.next().expect("total"))
+    );
+    for (name, v) in [
+        "B on_message (hop A -> B)",
+        "C on_message (hop B -> C)",
+        "bench task has it",
+    ]
+    .iter()
+    .zip(stages)
+    {
+        println!("  {:>10.1?}  until {name}", median(v));
+    }
+    ab.close().await;
+    bc.close().await;
+}
+
 fn relay(c: &mut Criterion) {
     let rt = runtime();
     let message = Bytes::from(vec![7u8; MESSAGE]);
@@ -291,6 +542,12 @@ fn relay(c: &mut Criterion) {
     g.finish();
     println!("relay_signal: offer payload {offer} bytes");
     rt.block_on(bare.close());
+
+    let rounds = if bench_mode() { 2000 } else { 10 };
+    rt.block_on(async {
+        n2n_stages(rounds).await;
+        bare_stages(rounds).await;
+    });
 }
 
 criterion_group!(benches, relay);
