@@ -170,7 +170,7 @@ impl<T> Kind<T> {
     }
 }
 
-/// Upcoming events whose peers are warmed at once.
+/// Upcoming events whose peers are warmed at once, and how far ahead.
 const WARM: usize = 16;
 
 type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
@@ -220,6 +220,8 @@ pub struct Sim<O: Overlay<u32>> {
     alive_bits: Vec<u64>,
     /// One bit per peer: has a join connection (`links`) that may be up.
     link_bits: Vec<u64>,
+    /// Join connections by expiry, to clear their bits: `(until, peer)`.
+    expiring: std::collections::VecDeque<(u64, u32)>,
     rng: SimRng,
     outbuf: Vec<Output<u32, O::Timer>>,
     /// Upcoming events whose peers were warmed (see [`Sim::warm`]).
@@ -271,6 +273,7 @@ impl<O: Overlay<u32>> Sim<O> {
             alive_pos: Vec::new(),
             alive_bits: Vec::new(),
             link_bits: Vec::new(),
+            expiring: std::collections::VecDeque::new(),
             rng,
             outbuf: Vec::new(),
             warmed: 0,
@@ -465,7 +468,7 @@ impl<O: Overlay<u32>> Sim<O> {
 
     /// Processes the next event if it is due at or before `until`.
     fn step_until(&mut self, until: u64) -> bool {
-        if self.warmed == 0 {
+        if self.warmed <= WARM {
             self.warm();
         }
         let Some(event) = self.queue.pop_until(until) else {
@@ -474,6 +477,16 @@ impl<O: Overlay<u32>> Sim<O> {
         self.warmed = self.warmed.saturating_sub(1);
         self.now = self.now.max(event.at);
         self.counters.events += 1;
+        while let Some(&(until, peer)) = self.expiring.front() {
+            if until >= self.now {
+                break;
+            }
+            self.expiring.pop_front();
+            // A peer that joined again has a later expiry, queued behind.
+            if self.links[peer as usize].1 < self.now {
+                self.link_bits[peer as usize / 64] &= !(1 << (peer % 64));
+            }
+        }
         match event.event {
             Kind::OpenArc { .. } | Kind::Bridge { .. } => self.opening -= 1,
             Kind::CloseArc { .. } => self.closing -= 1,
@@ -485,15 +498,18 @@ impl<O: Overlay<u32>> Sim<O> {
 
     // ----- the environment -----
 
-    /// Reads a word of the state and of the arc sets of every peer the next
-    /// [`WARM`] events will feed, in one tight loop. Each event lands on a
-    /// random peer whose state is out of the cache at 100k peers; loaded one
-    /// event at a time, every miss waits for the previous one, loaded here
-    /// together they overlap.
+    /// Reads a word of the state and of the arc sets of every peer that the
+    /// upcoming events `warmed..warmed + WARM` (counted from the next one)
+    /// will feed, in one tight loop, then the overlay's own hot state
+    /// ([`Sim::set_warm`]). Each event lands on a random peer whose state is
+    /// out of the cache at 100k peers: loaded one event at a time, every miss
+    /// waits for the previous one; loaded here together, they overlap, and
+    /// they arrive while the [`WARM`] events before them are processed.
     fn warm(&mut self) {
         let upcoming = self.queue.upcoming();
-        let batch = &upcoming[upcoming.len().saturating_sub(WARM)..];
-        self.warmed = batch.len();
+        let end = upcoming.len().saturating_sub(self.warmed);
+        let batch = &upcoming[end.saturating_sub(WARM)..end];
+        self.warmed += batch.len();
         let state = |p: u32| self.peers.get(p as usize).and_then(Option::as_ref);
         let mut sum = 0usize;
         for e in batch {
@@ -504,13 +520,15 @@ impl<O: Overlay<u32>> Sim<O> {
                 }
             }
         }
+        let first = |s: &n2n_core::arc::ArcSet<u32>| s.iter().next().map_or(0, |(p, _)| *p);
         for e in batch {
             let (a, b) = e.event.peers();
             for p in [a, b] {
                 if let Some(o) = state(p) {
-                    let first =
-                        |s: &n2n_core::arc::ArcSet<u32>| s.iter().next().map_or(0, |(p, _)| *p);
                     sum = sum.wrapping_add((first(o.outview()) ^ first(o.inview())) as usize);
+                    if let Some(hook) = self.warm_hook {
+                        sum = sum.wrapping_add(hook(o));
+                    }
                 }
             }
         }
@@ -754,8 +772,10 @@ impl<O: Overlay<u32>> Sim<O> {
             }
             Kind::Join { peer, contact } => {
                 if self.is_alive(peer) && self.is_alive(contact) && peer != contact {
-                    self.links[peer as usize] = (contact, self.now + micros(self.config.linger));
+                    let until = self.now + micros(self.config.linger);
+                    self.links[peer as usize] = (contact, until);
                     self.link_bits[peer as usize / 64] |= 1 << (peer % 64);
+                    self.expiring.push_back((until, peer));
                     self.deliver(peer, Input::Join { contact });
                 }
             }
