@@ -23,7 +23,9 @@
 //! for n2n, timestamps taken by a wrapper around each node's connections
 //! (when a frame enters `Connection::send`, when it leaves
 //! `Connection::recv`) and by the applications; for the bare crate, when each
-//! `on_message` runs.
+//! `on_message` runs. Then the same for the offer of a bridge (median of 30
+//! bridges): when it leaves A's transport, when its `Relay` frame enters and
+//! leaves each connection on the way, when C's transport gets it.
 //!
 //! Run: `cargo bench -p benches --bench relay`
 
@@ -40,6 +42,7 @@ use n2n_core::node::Event;
 use n2n_core::transport::{
     Connection, ConnectionError, SignalPipe, SignalPipeEnds, Transport, TransportError,
 };
+use n2n_core::wire::{self, BridgeMessage, Message};
 use tokio::sync::mpsc;
 
 const MESSAGE: usize = 1024;
@@ -146,42 +149,106 @@ impl BareRelay {
 
 // ----- signal -----
 
-/// When the watched handshake's first signal left the dialer's transport, its
-/// size, and when it reached the acceptor's transport.
+/// The stages of the offer's trip, stamped once each (the first time).
+const SIGNAL_STAGES: [&str; 6] = [
+    "A transport: offer out",
+    "A runtime: Relay frame into Connection::send",
+    "B runtime: Relay frame out of Connection::recv",
+    "B runtime: Relay frame into Connection::send",
+    "C runtime: Relay frame out of Connection::recv",
+    "C transport: offer in",
+];
+
+/// When the watched handshake's offer passed each stage, and its size.
 #[derive(Debug, Default)]
 struct Stamps {
-    out: Option<(Instant, usize)>,
-    arrived: Option<Instant>,
+    at: [Option<Instant>; SIGNAL_STAGES.len()],
+    size: usize,
 }
 
-/// A transport that timestamps the first signal of its handshakes with
-/// `watch` (sent when dialing, received when accepting).
+impl Stamps {
+    fn first(stamps: &Mutex<Stamps>, stage: usize) {
+        stamps.lock().expect("stamps").at[stage].get_or_insert_with(Instant::now);
+    }
+}
+
+/// A transport that stamps the first signal of its handshakes with `watch`
+/// (stage `pipe`: sent when dialing, received when accepting), and the first
+/// `Relay` frame its connections send (stage `send`) and receive (`recv`).
 #[derive(Debug)]
 struct Stamped {
     inner: Arc<dyn Transport>,
-    watch: PeerId,
+    watch: Option<PeerId>,
+    pipe: usize,
+    send: Option<usize>,
+    recv: Option<usize>,
     stamps: Arc<Mutex<Stamps>>,
 }
 
+#[derive(Debug)]
+struct StampedConnection {
+    inner: Box<dyn Connection>,
+    send: Option<usize>,
+    recv: Option<usize>,
+    stamps: Arc<Mutex<Stamps>>,
+}
+
+fn is_relay(frame: &[u8]) -> bool {
+    matches!(wire::decode(frame), Ok(Message::Bridge(m)) if matches!(*m, BridgeMessage::Relay { .. }))
+}
+
+#[async_trait]
+impl Connection for StampedConnection {
+    fn remote(&self) -> PeerId {
+        self.inner.remote()
+    }
+
+    async fn send(&self, message: Bytes) -> Result<(), ConnectionError> {
+        if let Some(stage) = self.send
+            && is_relay(&message)
+        {
+            Stamps::first(&self.stamps, stage);
+        }
+        self.inner.send(message).await
+    }
+
+    async fn recv(&self) -> Result<Bytes, ConnectionError> {
+        let m = self.inner.recv().await?;
+        if let Some(stage) = self.recv
+            && is_relay(&m)
+        {
+            Stamps::first(&self.stamps, stage);
+        }
+        Ok(m)
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
 /// Passes signals between the runtime's pipe and the inner transport's,
-/// stamping the first of each direction.
+/// stamping the first one of the transport's side (`Some(stage)`).
 async fn forward(
     mut outer: SignalPipe,
     mut inner: SignalPipeEnds,
-    stamps: Option<Arc<Mutex<Stamps>>>,
+    stamps: Option<(Arc<Mutex<Stamps>>, usize)>,
 ) {
     loop {
         tokio::select! {
             Some(p) = inner.outbound.recv() => {
-                if let Some(s) = &stamps {
+                if let Some((s, stage)) = &stamps {
                     let mut s = s.lock().expect("stamps");
-                    s.out.get_or_insert((Instant::now(), p.len()));
+                    if s.at[*stage].is_none() {
+                        s.at[*stage] = Some(Instant::now());
+                        s.size = p.len();
+                    }
                 }
                 if outer.send(p).await.is_err() { break; }
             }
             Some(p) = outer.recv() => {
-                if let Some(s) = &stamps {
-                    s.lock().expect("stamps").arrived.get_or_insert_with(Instant::now);
+                if let Some((s, stage)) = &stamps {
+                    Stamps::first(s, *stage);
                 }
                 if inner.inbound.send(p).await.is_err() { break; }
             }
@@ -191,11 +258,20 @@ async fn forward(
 }
 
 impl Stamped {
-    fn wrap(&self, outer: SignalPipe) -> SignalPipe {
+    fn wrap_pipe(&self, outer: SignalPipe) -> SignalPipe {
         let (pipe, ends) = SignalPipe::new(outer.local(), outer.remote());
-        let stamps = (outer.remote() == self.watch).then(|| self.stamps.clone());
+        let stamps = (Some(outer.remote()) == self.watch).then(|| (self.stamps.clone(), self.pipe));
         tokio::spawn(forward(outer, ends, stamps));
         pipe
+    }
+
+    fn wrap(&self, inner: Box<dyn Connection>) -> Box<dyn Connection> {
+        Box::new(StampedConnection {
+            inner,
+            send: self.send,
+            recv: self.recv,
+            stamps: self.stamps.clone(),
+        })
     }
 }
 
@@ -206,44 +282,74 @@ impl Transport for Stamped {
     }
 
     async fn dial(&self, signals: SignalPipe) -> Result<Box<dyn Connection>, TransportError> {
-        let pipe = self.wrap(signals);
-        self.inner.dial(pipe).await
+        let pipe = self.wrap_pipe(signals);
+        Ok(self.wrap(self.inner.dial(pipe).await?))
     }
 
     async fn accept(&self, signals: SignalPipe) -> Result<Box<dyn Connection>, TransportError> {
-        let pipe = self.wrap(signals);
-        self.inner.accept(pipe).await
+        let pipe = self.wrap_pipe(signals);
+        Ok(self.wrap(self.inner.accept(pipe).await?))
     }
 }
 
-/// One bridge A → C through B on a fresh trio; returns the offer's relay time
-/// and payload size.
-async fn signal_once(seed: u64) -> (Duration, usize) {
+/// One bridge A → C through B on a fresh trio; returns the offer's stage
+/// timestamps and its payload size.
+async fn signal_stamps(seed: u64) -> ([Instant; SIGNAL_STAGES.len()], usize) {
     let (a_id, c_id) = (key(3 * seed + 1).peer_id(), key(3 * seed + 3).peer_id());
     let stamps = Arc::new(Mutex::new(Stamps::default()));
     let mut made = 0;
     let transport = || -> Arc<dyn Transport> {
         made += 1;
-        let watch = match made {
-            1 => c_id,
-            3 => a_id,
-            _ => return webrtc(),
+        let (watch, pipe, send, recv) = match made {
+            1 => (Some(c_id), 0, Some(1), None),
+            2 => (None, 0, Some(3), Some(2)),
+            _ => (Some(a_id), 5, None, Some(4)),
         };
         Arc::new(Stamped {
             inner: webrtc(),
             watch,
+            pipe,
+            send,
+            recv,
             stamps: stamps.clone(),
         })
     };
     let trio = Trio::new(seed, transport).await;
+    // The trio's own set-up relayed nothing; start clean anyway.
+    *stamps.lock().expect("stamps") = Stamps::default();
     within("bridge", trio.b.handle().bridge(OVERLAY, a_id, c_id))
         .await
         .expect("bridged");
     let s = std::mem::take(&mut *stamps.lock().expect("stamps"));
     trio.shutdown().await;
-    let (sent, size) = s.out.expect("A's transport sent an offer");
-    let arrived = s.arrived.expect("C's transport got the offer");
-    (arrived - sent, size)
+    (s.at.map(|t| t.expect("every signal stage stamped")), s.size)
+}
+
+/// The offer's relay time A → B → C and its payload size.
+async fn signal_once(seed: u64) -> (Duration, usize) {
+    let (at, size) = signal_stamps(seed).await;
+    (at[SIGNAL_STAGES.len() - 1] - at[0], size)
+}
+
+/// Bridges `rounds` times and prints the median time of each stage of the
+/// offer's trip.
+async fn signal_stages(rounds: usize, first_seed: u64) {
+    let mut per_stage = vec![Vec::new(); SIGNAL_STAGES.len()];
+    for i in 0..rounds {
+        let (at, _) = signal_stamps(first_seed + i as u64).await;
+        for (s, w) in at.windows(2).enumerate() {
+            per_stage[s + 1].push(w[1].saturating_duration_since(w[0]));
+        }
+        per_stage[0].push(at[SIGNAL_STAGES.len() - 1] - at[0]);
+    }
+    let mut per_stage = per_stage.into_iter();
+    println!(
+        "n2n offer relayed A -> B -> C during a bridge, median of {rounds}: total {:?}",
+        median(per_stage.next().expect("total"))
+    );
+    for (name, v) in SIGNAL_STAGES[1..].iter().zip(per_stage) {
+        println!("  {:>10.1?}  until {name}", median(v));
+    }
 }
 
 // ----- stages -----
@@ -547,6 +653,7 @@ fn relay(c: &mut Criterion) {
     rt.block_on(async {
         n2n_stages(rounds).await;
         bare_stages(rounds).await;
+        signal_stages(if bench_mode() { 30 } else { 1 }, 5000).await;
     });
 }
 
