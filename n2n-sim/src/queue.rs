@@ -53,6 +53,10 @@ const RING: u64 = 1 << 12;
 const COARSE_SHIFT: u32 = 20;
 /// Coarse buckets: 2^8 s ≈ 4 min ahead, beyond a shuffle period.
 const COARSE: u64 = 1 << 8;
+/// Largest buffer kept for reuse, in events: a coarse bucket holds a
+/// second's timers of every peer, and its buffer, reused by fine buckets,
+/// would be kept by thousands of them.
+const SPARE_MAX: usize = 512;
 
 /// A priority queue of events keyed by `(at, seq)`, `at` never earlier than
 /// the bucket being drained (the simulator never schedules in the past).
@@ -231,7 +235,7 @@ impl<E> Calendar<E> {
                 for entry in taken.drain(..) {
                     self.place(entry);
                 }
-                self.spare.push(taken);
+                self.recycle(taken);
             } else {
                 self.open += 1;
             }
@@ -251,6 +255,13 @@ impl<E> Calendar<E> {
         }
     }
 
+    fn recycle(&mut self, buffer: Vec<Entry<E>>) {
+        debug_assert!(buffer.is_empty());
+        if buffer.capacity() <= SPARE_MAX {
+            self.spare.push(buffer);
+        }
+    }
+
     /// Appends fine bucket `cur` to `current` and sorts it; returns whether
     /// it holds events.
     fn take_bucket(&mut self) -> bool {
@@ -263,7 +274,7 @@ impl<E> Calendar<E> {
             } else {
                 self.current.append(&mut taken);
             }
-            self.spare.push(taken);
+            self.recycle(taken);
         }
         if self.current.is_empty() {
             return false;

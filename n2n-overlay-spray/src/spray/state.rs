@@ -26,6 +26,9 @@ const VIEW_OFFSET: f64 = 0.577_215_664_901_532_9 - 0.5;
 /// How many announced `(peer, age)` arcs wait for their arc to arrive.
 const MAX_INCOMING: usize = 256;
 
+/// Output queue capacity kept once drained.
+const KEEP_OUTPUTS: usize = 8;
+
 /// Spray's timers, handed back in `Input::Timer` when they fire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -763,7 +766,13 @@ where
     }
 
     fn poll_output(&mut self) -> Option<Output<P, Timer>> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() && self.outputs.capacity() > KEEP_OUTPUTS {
+            // A shuffle queues two outputs per arc given away; kept, that
+            // capacity would be most of an idle peer's memory.
+            self.outputs.shrink_to(KEEP_OUTPUTS);
+        }
+        output
     }
 
     fn inview(&self) -> &Inview<P> {
