@@ -90,6 +90,8 @@ struct Args {
 /// One running peer.
 struct Peer {
     id: PeerId,
+    /// The peer it joined through (`None` for the first).
+    contact: Option<PeerId>,
     node: Node,
     signaling: Arc<WsSignaling>,
 }
@@ -210,9 +212,51 @@ async fn spawn_peer(
     });
     Ok(Peer {
         id,
+        contact,
         node,
         signaling,
     })
+}
+
+/// Waits (at most `limit`) until the newest peer's join is complete: its
+/// contact asked each neighbour of its partial view (one per arc) to open an
+/// arc to the newcomer, so the newcomer's inview reaches the size of the
+/// contact's partial view (its first arc when the contact is in another
+/// process). Joins are thus one by one, as in the paper, without waiting for
+/// the shuffles of the members.
+async fn settle_join(peers: &[Peer], limit: Duration) {
+    let Some(newcomer) = peers.last() else {
+        return;
+    };
+    let Some(contact) = newcomer.contact else {
+        return;
+    };
+    let expected = match peers.iter().find(|p| p.id == contact) {
+        Some(c) => {
+            let s = c.node.handle().snapshot().await;
+            s.view(spray::PROTOCOL).1.len().max(1)
+        }
+        None => 1,
+    };
+    // The contact's view may change meanwhile (its shuffles go on): an inview
+    // that stopped growing for a while also ends the wait.
+    let deadline = Instant::now() + limit;
+    let (mut last, mut since) = (0, Instant::now());
+    while Instant::now() < deadline {
+        let s = newcomer.node.handle().snapshot().await;
+        let (inview, outview) = s.view(spray::PROTOCOL);
+        if !outview.is_empty() {
+            if inview.len() >= expected {
+                return;
+            }
+            if inview.len() > last {
+                (last, since) = (inview.len(), Instant::now());
+            } else if last > 0 && since.elapsed() > Duration::from_millis(500) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits (at most `limit`) until no handshake or bridge is in flight on any of
@@ -437,7 +481,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.peers {
         let seed = peer_seed(args.seed, i as u64);
         peers.push(spawn_peer(&stack, seed, &url, &args.room, counters.clone()).await?);
-        settle(&peers, Duration::from_secs(10)).await;
+        settle_join(&peers, Duration::from_secs(5)).await;
     }
     // Newcomers under churn still need the server; otherwise it goes away now.
     if args.churn == 0 {
