@@ -310,6 +310,26 @@ fn arc_down() {
     assert_eq!(net.views(1).0, vec![2, 3, 3]);
 }
 
+/// An arc failed to open while the partial view is empty (everything was given
+/// away in a shuffle): the arc goes back to a peer of the inview, which is
+/// connected already, instead of being lost.
+#[test]
+fn arc_down_with_an_empty_view_falls_back_on_the_inview() {
+    let mut net = Net::new(&[1, 2, 3], u64::MAX);
+    net.arc(2, 1);
+    assert_eq!(net.views(1), (vec![], vec![2]));
+    let out = net.input(
+        1,
+        Input::ConnectFailed {
+            peer: 3,
+            reason: "handshake timed out".into(),
+        },
+    );
+    assert_eq!(out, vec![Output::OpenArc { to: 2 }]);
+    net.settle(1, out);
+    assert_eq!(net.views(1), (vec![2], vec![2]));
+}
+
 /// The partner never answers: after the timeout, it is down. Its arc is closed,
 /// the rule runs once (|P| = 1, occ = 1: duplicate with probability 1/2), the
 /// reserved sample stays, and a late answer changes nothing.

@@ -24,8 +24,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Smallest allowed chunk size.
 pub const MIN_CHUNK: usize = 1024;
 /// Largest allowed chunk size: well below the 64 KiB messages that closed the
-/// channel and the 65,000-byte ones that stalled it.
-pub const MAX_CHUNK: usize = 32 * 1024;
+/// channel and the 65,000-byte ones that stalled it, and the largest data
+/// channel message every browser accepts. Every connection keeps a read buffer
+/// of this size (plus a header) for as long as it lives, so it is also a
+/// per-connection memory cost.
+pub const MAX_CHUNK: usize = 16 * 1024;
 /// Largest chunk header.
 pub const MAX_HEADER: usize = 9;
 /// Largest chunk on the wire: what a receiver's read buffer must hold.

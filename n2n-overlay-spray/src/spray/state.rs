@@ -88,7 +88,10 @@ struct PendingExchange<P> {
 ///   `q`, or an exchange timeout): with `occ` the arcs to `q` lost, the rule
 ///   runs `occ` times (the published loop ran `occ + 1` times): with
 ///   probability `1 − 1/(|P| + occ)`, duplicate an arc drawn at random from P.
-/// - **Arc down** (`ConnectFailed`): always duplicate an arc drawn at random.
+/// - **Arc down** (`ConnectFailed`): always duplicate an arc drawn at random;
+///   with an empty partial view, open an arc to a random peer of the inview
+///   instead (already connected: no handshake), so the arc total holds and
+///   the peer keeps a way out.
 /// - **Leave**: bridge `|P| − 1` random (inview, outview) arc pairs through
 ///   us, tell the inview ([`Message::Leave`]: close your arcs to me, no crash
 ///   handling), and close the outview after [`Config::leave_linger`]. A
@@ -525,7 +528,15 @@ where
         }
         let size = self.view.size();
         if size == 0 {
-            debug!(?peer, reason, "spray: arc down with an empty view");
+            // Nothing to duplicate: the arc would be lost and this peer left
+            // without a partial view. A peer of the inview is connected to us
+            // already (one connection carries both directions), so an arc to
+            // it costs no handshake and keeps the arc total.
+            let back = self.inview.pick_peer(&mut self.rng).cloned();
+            debug!(?peer, reason, back = ?back, "spray: arc down with an empty view");
+            if let Some(to) = back {
+                self.push(Output::OpenArc { to });
+            }
             return;
         }
         let k = self.rng.random_range(0..size);
