@@ -19,8 +19,9 @@
 //!   connections) until C has A's first message over the new direct
 //!   connection.
 //!
-//! Group `setup_memory` does the same through the runtime on the in-memory
-//! transport: the runtime's own share of a set-up, without WebRTC.
+//! Group `setup_memory` is the node runtime alone, on the in-memory transport:
+//! `direct` times A's `connect` to C, `bridged` times B's `bridge(A → C)`
+//! (no message sent).
 //!
 //! Run: `cargo bench -p benches --bench setup`
 

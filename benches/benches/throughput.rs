@@ -11,6 +11,10 @@
 //!   unacknowledged (a buffered-amount threshold, as the n2n transport's
 //!   default `max_buffered`).
 //!
+//! After the criterion group, under `cargo bench`, six rounds alternate an
+//! n2n and a bare transfer, so that both see the same load on a shared
+//! machine, and the median of their ratio is printed.
+//!
 //! Criterion reports bytes per second. Under `cargo test` (no `--bench`)
 //! each body moves 1 MiB instead of 64 MiB.
 //!
@@ -144,6 +148,66 @@ impl BarePair {
     }
 }
 
+fn mib_per_s(d: Duration) -> f64 {
+    total_bytes() as f64 / f64::from(1 << 20) / d.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// CPU time this process has used (user and system), from `/proc/self/stat`
+/// (zero where there is none).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, in 1/100 s.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Alternates n2n (1 MiB messages) and bare transfers, so that both see the
+/// same load on a shared machine, and prints the medians and their ratio.
+async fn paired(n2n: &N2nPair, bare: &BarePair, rounds: usize) {
+    let (mut n, mut b, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_n, mut cpu_b) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let cpu = cpu_time();
+        let tn = mib_per_s(n2n.run(1, 1 << 20).await);
+        let between = cpu_time();
+        let tb = mib_per_s(bare.run(1).await);
+        cpu_n += between - cpu;
+        cpu_b += cpu_time() - between;
+        n.push(tn);
+        b.push(tb);
+        ratio.push(tn / tb);
+    }
+    let mib = (rounds * (total_bytes() >> 20)) as f64;
+    println!(
+        "  CPU time per MiB (both ends, this process): n2n {:.1} ms, bare {:.1} ms",
+        cpu_n.as_secs_f64() * 1e3 / mib,
+        cpu_b.as_secs_f64() * 1e3 / mib
+    );
+    println!(
+        "throughput, n2n_1MiB and bare alternating, {rounds} rounds of {} MiB: \
+         median n2n {:.1} MiB/s, bare {:.1} MiB/s, median ratio {:.2}",
+        total_bytes() >> 20,
+        median(n),
+        median(b),
+        median(ratio)
+    );
+}
+
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
     let n2n = rt.block_on(N2nPair::new());
@@ -165,6 +229,7 @@ fn throughput(c: &mut Criterion) {
         b.to_async(&rt).iter_custom(|iters| bare.run(iters))
     });
     g.finish();
+    rt.block_on(paired(&n2n, &bare, if bench_mode() { 6 } else { 1 }));
     rt.block_on(async {
         n2n.a.shutdown().await;
         n2n.c.shutdown().await;
