@@ -71,8 +71,8 @@ async fn direct(iters: u64, transport: &dyn Fn() -> Arc<dyn Transport>) -> Durat
             .await
             .expect("connects");
         total += start.elapsed();
-        a.shutdown().await;
-        c.shutdown().await;
+        within("shutdown", a.shutdown()).await;
+        within("shutdown", c.shutdown()).await;
     }
     total
 }
@@ -95,14 +95,17 @@ async fn bridged(iters: u64, transport: &dyn Fn() -> Arc<dyn Transport>) -> Dura
             .await
             .expect("c joins");
         // The dialers finish first; wait until B has registered both neighbours.
-        while b.handle().snapshot().await.neighbours.len() < 2 {
-            tokio::task::yield_now().await;
-        }
+        within("B registers A and C", async {
+            while b.handle().snapshot().await.neighbours.len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         let start = Instant::now();
         b.handle().bridge(O, a_id, c_id).await.expect("bridged");
         total += start.elapsed();
         for n in [a, b, c] {
-            n.shutdown().await;
+            within("shutdown", n.shutdown()).await;
         }
     }
     total
@@ -163,8 +166,8 @@ async fn n2n_once(a: Node, mut c: Node, sa: Arc<dyn Signaling>) -> Duration {
         .expect("sends");
     next_message(&mut events).await;
     let elapsed = start.elapsed();
-    a.shutdown().await;
-    c.shutdown().await;
+    within("shutdown", a.shutdown()).await;
+    within("shutdown", c.shutdown()).await;
     elapsed
 }
 

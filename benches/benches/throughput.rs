@@ -231,8 +231,8 @@ fn throughput(c: &mut Criterion) {
     g.finish();
     rt.block_on(paired(&n2n, &bare, if bench_mode() { 6 } else { 1 }));
     rt.block_on(async {
-        n2n.a.shutdown().await;
-        n2n.c.shutdown().await;
+        within("shutdown", n2n.a.shutdown()).await;
+        within("shutdown", n2n.c.shutdown()).await;
         bare.pair.close().await;
     });
 }

@@ -61,9 +61,15 @@ fn on_open(dc: &Arc<RTCDataChannel>, tx: mpsc::Sender<Arc<RTCDataChannel>>) {
 /// gathering; returns once the channel is open at both ends.
 ///
 /// # Errors
-/// A failure of the crate, or a channel that does not open within
-/// [`crate::WAIT`].
+/// A failure of the crate.
+///
+/// # Panics
+/// If the channel is not open at both ends within [`crate::WAIT`].
 pub async fn connect(api: &API) -> anyhow::Result<Pair> {
+    within("bare connect", open(api)).await
+}
+
+async fn open(api: &API) -> anyhow::Result<Pair> {
     let pa = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     let pb = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     let (ta, mut ra) = mpsc::channel(1);
@@ -86,10 +92,7 @@ pub async fn connect(api: &API) -> anyhow::Result<Pair> {
     let _ = gathered.recv().await;
     let answer = pb.local_description().await.context("answer")?;
     pa.set_remote_description(answer).await?;
-    let (ca, cb) = within("bare channel open", async {
-        (ra.recv().await, rb.recv().await)
-    })
-    .await;
+    let (ca, cb) = (ra.recv().await, rb.recv().await);
     Ok(Pair {
         pa,
         pb,
@@ -114,8 +117,11 @@ impl Pair {
     }
 
     /// Closes both peer connections.
+    ///
+    /// # Panics
+    /// If closing takes longer than [`crate::WAIT`].
     pub async fn close(&self) {
-        let _ = self.pa.close().await;
-        let _ = self.pb.close().await;
+        let _ = within("bare close", self.pa.close()).await;
+        let _ = within("bare close", self.pb.close()).await;
     }
 }
