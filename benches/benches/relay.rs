@@ -19,7 +19,8 @@
 //!   message as large as the offer payload.
 //!
 //! After the criterion groups, under `cargo bench`, the bench prints where the
-//! time of one 1 KiB relay goes, stage by stage (median of 2000 messages):
+//! time of one 1 KiB relay goes, stage by stage (median of 2000 messages,
+//! n2n and bare alternating):
 //! for n2n, timestamps taken by a wrapper around each node's connections
 //! (when a frame enters `Connection::send`, when it leaves
 //! `Connection::recv`) and by the applications; for the bare crate, when each
@@ -459,139 +460,200 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Relays `rounds` messages through probed nodes and prints the median time
-/// of each stage.
-async fn n2n_stages(rounds: usize) {
-    let probe = Arc::new(Probe::default());
-    let mut made = 0;
-    let transport = || -> Arc<dyn Transport> {
-        made += 1;
-        let (send, recv) = match made {
-            1 => (Some(1), None),
-            2 => (Some(4), Some(2)),
-            _ => (None, Some(5)),
+/// Three probed nodes relaying A → B → C, B's application forwarding.
+struct N2nProbe {
+    trio: Trio,
+    probe: Arc<Probe>,
+    c_events: mpsc::Receiver<Event>,
+}
+
+impl N2nProbe {
+    async fn new() -> Self {
+        let probe = Arc::new(Probe::default());
+        let mut made = 0;
+        let transport = || -> Arc<dyn Transport> {
+            made += 1;
+            let (send, recv) = match made {
+                1 => (Some(1), None),
+                2 => (Some(4), Some(2)),
+                _ => (None, Some(5)),
+            };
+            Arc::new(Probed {
+                inner: webrtc(),
+                probe: probe.clone(),
+                send,
+                recv,
+            })
         };
-        Arc::new(Probed {
-            inner: webrtc(),
-            probe: probe.clone(),
-            send,
-            recv,
-        })
-    };
-    let mut trio = Trio::new(500, transport).await;
-    let (a_id, b_id, c_id) = (
-        trio.a.local_peer_id(),
-        trio.b.local_peer_id(),
-        trio.c.local_peer_id(),
-    );
-    let mut b_events = trio.b.take_events().expect("events");
-    let b = trio.b.handle().clone();
-    let b_probe = probe.clone();
-    tokio::spawn(async move {
-        while let Some(e) = b_events.recv().await {
-            if let Event::Message { from, payload, .. } = e
-                && from == a_id
-            {
-                b_probe.stamp(3);
-                if b.send(c_id, APP, payload.to_vec()).await.is_err() {
-                    break;
+        let mut trio = Trio::new(500, transport).await;
+        let (a_id, c_id) = (trio.a.local_peer_id(), trio.c.local_peer_id());
+        let mut b_events = trio.b.take_events().expect("events");
+        let b = trio.b.handle().clone();
+        let b_probe = probe.clone();
+        tokio::spawn(async move {
+            while let Some(e) = b_events.recv().await {
+                if let Event::Message { from, payload, .. } = e
+                    && from == a_id
+                {
+                    b_probe.stamp(3);
+                    if b.send(c_id, APP, payload.to_vec()).await.is_err() {
+                        break;
+                    }
                 }
             }
+        });
+        let mut a_events = trio.a.take_events().expect("events");
+        tokio::spawn(async move { while a_events.recv().await.is_some() {} });
+        let c_events = trio.c.take_events().expect("events");
+        Self {
+            trio,
+            probe,
+            c_events,
         }
-    });
-    let mut a_events = trio.a.take_events().expect("events");
-    tokio::spawn(async move { while a_events.recv().await.is_some() {} });
-    let mut c_events = trio.c.take_events().expect("events");
-    let message = vec![7u8; MESSAGE];
-    let mut per_stage = vec![Vec::new(); STAGES.len()];
-    let mut send_call = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        probe.stamp(0);
+    }
+
+    /// One relay: the total, the time of each stage, and the `send` call.
+    async fn round(&mut self, message: &[u8]) -> (Vec<Duration>, Duration) {
+        let b_id = self.trio.b.local_peer_id();
+        self.probe.stamp(0);
         let call = Instant::now();
-        trio.a
+        self.trio
+            .a
             .handle()
-            .send(b_id, APP, message.clone())
+            .send(b_id, APP, message.to_vec())
             .await
             .expect("A sends");
-        send_call.push(call.elapsed());
-        next_message(&mut c_events).await;
-        probe.stamp(6);
-        let at = probe.take();
-        let at: Vec<Instant> = at.iter().map(|t| t.expect("every stage stamped")).collect();
-        for (i, w) in at.windows(2).enumerate() {
-            per_stage[i + 1].push(w[1].saturating_duration_since(w[0]));
-        }
-        per_stage[0].push(at[6] - at[0]);
+        let call = call.elapsed();
+        next_message(&mut self.c_events).await;
+        self.probe.stamp(6);
+        let at: Vec<Instant> = self
+            .probe
+            .take()
+            .iter()
+            .map(|t| t.expect("every stage stamped"))
+            .collect();
+        (durations(&at), call)
     }
+}
+
+/// The total, then the time from each stamp to the next.
+fn durations(at: &[Instant]) -> Vec<Duration> {
+    let mut d = vec![at[at.len() - 1] - at[0]];
+    d.extend(at.windows(2).map(|w| w[1].saturating_duration_since(w[0])));
+    d
+}
+
+/// The bare relay with stamps when B's and C's `on_message` run.
+struct BareProbe {
+    ab: bare::Pair,
+    bc: bare::Pair,
+    probe: Arc<Probe>,
+    at_c: mpsc::Receiver<Bytes>,
+}
+
+impl BareProbe {
+    async fn new() -> Self {
+        let api = bare::api(false);
+        let ab = bare::connect(&api).await.expect("bare A–B");
+        let bc = bare::connect(&api).await.expect("bare B–C");
+        let probe = Arc::new(Probe::default());
+        let (to_c, b_probe) = (bc.ca.clone(), probe.clone());
+        ab.cb.on_message(Box::new(move |m| {
+            b_probe.stamp(1);
+            let to_c = to_c.clone();
+            Box::pin(async move {
+                let _ = to_c.send(&m.data).await;
+            })
+        }));
+        let (tx, at_c) = mpsc::channel(16);
+        let c_probe = probe.clone();
+        bc.cb.on_message(Box::new(move |m| {
+            c_probe.stamp(2);
+            let _ = tx.try_send(m.data);
+            Box::pin(async {})
+        }));
+        Self {
+            ab,
+            bc,
+            probe,
+            at_c,
+        }
+    }
+
+    async fn round(&mut self, message: &Bytes) -> Vec<Duration> {
+        self.probe.stamp(0);
+        self.ab.ca.send(message).await.expect("bare A sends");
+        within("bare relay", self.at_c.recv())
+            .await
+            .expect("bare C");
+        self.probe.stamp(3);
+        let at: Vec<Instant> = self.probe.take()[..4]
+            .iter()
+            .map(|t| t.expect("every stage stamped"))
+            .collect();
+        durations(&at)
+    }
+}
+
+fn print_stages(title: &str, names: &[&str], per_stage: Vec<Vec<Duration>>) {
     let mut per_stage = per_stage.into_iter();
     println!(
-        "n2n 1 KiB relay A -> B -> C, median of {rounds}: total {:?}",
+        "{title}: total {:.1?}",
         median(per_stage.next().expect("total"))
     );
-    for (name, v) in STAGES[1..].iter().zip(per_stage) {
+    for (name, v) in names.iter().zip(per_stage) {
         println!("  {:>10.1?}  until {name}", median(v));
     }
+}
+
+/// Relays `rounds` messages through probed n2n nodes and through the bare
+/// crate, alternating (so that both see the same load), and prints the
+/// median time of each stage.
+async fn relay_stages(rounds: usize) {
+    let mut n2n = N2nProbe::new().await;
+    let mut bare = BareProbe::new().await;
+    let message = Bytes::from(vec![7u8; MESSAGE]);
+    let mut n2n_stages = vec![Vec::new(); STAGES.len()];
+    let mut bare_stages = vec![Vec::new(); 4];
+    let (mut send_call, mut ratio) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (n, call) = n2n.round(&message).await;
+        let b = bare.round(&message).await;
+        ratio.push(n[0].as_secs_f64() / b[0].as_secs_f64());
+        for (all, d) in n2n_stages.iter_mut().zip(n) {
+            all.push(d);
+        }
+        for (all, d) in bare_stages.iter_mut().zip(b) {
+            all.push(d);
+        }
+        send_call.push(call);
+    }
+    print_stages(
+        &format!("n2n 1 KiB relay A -> B -> C, median of {rounds} (alternating with bare)"),
+        &STAGES[1..],
+        n2n_stages,
+    );
     println!(
         "  (A's NodeHandle::send call itself: {:.1?})",
         median(send_call)
     );
-    trio.shutdown().await;
-}
-
-/// The same for the bare relay: when B's and C's `on_message` run.
-async fn bare_stages(rounds: usize) {
-    let api = bare::api(false);
-    let ab = bare::connect(&api).await.expect("bare A–B");
-    let bc = bare::connect(&api).await.expect("bare B–C");
-    let probe = Arc::new(Probe::default());
-    let (to_c, b_probe) = (bc.ca.clone(), probe.clone());
-    ab.cb.on_message(Box::new(move |m| {
-        b_probe.stamp(1);
-        let to_c = to_c.clone();
-        Box::pin(async move {
-            let _ = to_c.send(&m.data).await;
-        })
-    }));
-    let (tx, mut rx) = mpsc::channel(16);
-    let c_probe = probe.clone();
-    bc.cb.on_message(Box::new(move |m| {
-        c_probe.stamp(2);
-        let _ = tx.try_send(m.data);
-        Box::pin(async {})
-    }));
-    let message = Bytes::from(vec![7u8; MESSAGE]);
-    let mut stages = vec![Vec::new(); 4];
-    for _ in 0..rounds {
-        probe.stamp(0);
-        ab.ca.send(&message).await.expect("bare A sends");
-        within("bare relay", rx.recv()).await.expect("bare C");
-        probe.stamp(3);
-        let at: Vec<Instant> = probe.take()[..4]
-            .iter()
-            .map(|t| t.expect("every stage stamped"))
-            .collect();
-        for (i, w) in at.windows(2).enumerate() {
-            stages[i + 1].push(w[1] - w[0]);
-        }
-        stages[0].push(at[3] - at[0]);
-    }
-    let mut stages = stages.into_iter();
-    println!(
-        "bare 1 KiB relay A -> B -> C, median of {rounds}: total {:?}",
-        median(stages.next().expect("total"))
+    print_stages(
+        &format!("bare 1 KiB relay A -> B -> C, median of {rounds}"),
+        &[
+            "B on_message (hop A -> B)",
+            "C on_message (hop B -> C)",
+            "bench task has it",
+        ],
+        bare_stages,
     );
-    for (name, v) in [
-        "B on_message (hop A -> B)",
-        "C on_message (hop B -> C)",
-        "bench task has it",
-    ]
-    .iter()
-    .zip(stages)
-    {
-        println!("  {:>10.1?}  until {name}", median(v));
-    }
-    ab.close().await;
-    bc.close().await;
+    ratio.sort_by(f64::total_cmp);
+    println!(
+        "  median of the per-round ratios n2n / bare: {:.2}",
+        ratio[ratio.len() / 2]
+    );
+    n2n.trio.shutdown().await;
+    bare.ab.close().await;
+    bare.bc.close().await;
 }
 
 fn relay(c: &mut Criterion) {
@@ -651,8 +713,7 @@ fn relay(c: &mut Criterion) {
 
     let rounds = if bench_mode() { 2000 } else { 10 };
     rt.block_on(async {
-        n2n_stages(rounds).await;
-        bare_stages(rounds).await;
+        relay_stages(rounds).await;
         signal_stages(if bench_mode() { 30 } else { 1 }, 5000).await;
     });
 }
