@@ -483,8 +483,10 @@ async fn main() -> anyhow::Result<()> {
         peers.push(spawn_peer(&stack, seed, &url, &args.room, counters.clone()).await?);
         settle_join(&peers, Duration::from_secs(5)).await;
     }
-    // Newcomers under churn still need the server; otherwise it goes away now.
-    if args.churn == 0 {
+    // Newcomers under churn still need the server, and so do the other
+    // processes of a multi-process overlay (`--join`): members stay in the
+    // room to be their contacts. Otherwise the server goes away now.
+    if args.churn == 0 && args.join.is_none() {
         // Members leave first, so that none sees the server go away.
         for p in &peers {
             p.signaling.close();

@@ -237,3 +237,23 @@ fn three_processes_of_five_peers_form_one_overlay() {
     drop(runs);
     drop(server);
 }
+
+/// The `compose` example builds the stack of `n2n.toml` by names and the same
+/// stack in code; both peers meet in one overlay.
+#[test]
+fn the_compose_example_joins_a_file_stack_and_a_code_stack() {
+    let exe = artifact(
+        "examples/compose",
+        &["-p", "n2n-overlay-spray", "--example", "compose"],
+    );
+    let run = Command::new(exe).output().expect("example runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("(from n2n.toml)"), "{stdout}");
+    assert!(stdout.contains("second peer's partial view"), "{stdout}");
+}
