@@ -183,6 +183,9 @@ fn three_processes_of_five_peers_form_one_overlay() {
 
     let mut graph: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut owner = std::collections::BTreeMap::new();
+    // Every arc seen from either end: the reports are taken a little apart
+    // in time while arcs keep moving, so one end may already show it moved.
+    let mut links: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (i, (_, out)) in runs.iter().enumerate() {
         let r = report(out);
         let peers = r["peers"].as_array().unwrap();
@@ -199,6 +202,15 @@ fn three_processes_of_five_peers_form_one_overlay() {
                 !outs.is_empty(),
                 "peer {id} of process {i} has an empty view"
             );
+            let ins = p["inview"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q.as_str().unwrap().to_string());
+            links
+                .entry(id.clone())
+                .or_default()
+                .extend(outs.iter().cloned().chain(ins));
             owner.insert(id.clone(), i);
             graph.insert(id, outs);
         }
@@ -212,15 +224,15 @@ fn three_processes_of_five_peers_form_one_overlay() {
         .count();
     assert!(crossing > 0, "no arc between processes: {graph:?}");
     // One weakly connected component over all fifteen peers.
-    let ids: Vec<&String> = graph.keys().collect();
-    let mut seen = std::collections::BTreeSet::from([ids[0].clone()]);
-    let mut stack = vec![ids[0].clone()];
+    let first = graph.keys().next().unwrap().clone();
+    let mut seen = std::collections::BTreeSet::from([first.clone()]);
+    let mut stack = vec![first];
     while let Some(p) = stack.pop() {
-        let mut next: Vec<String> = graph.get(&p).cloned().unwrap_or_default();
+        let mut next: Vec<String> = links.get(&p).cloned().unwrap_or_default();
         next.extend(
-            graph
+            links
                 .iter()
-                .filter(|(_, outs)| outs.contains(&p))
+                .filter(|(_, l)| l.contains(&p))
                 .map(|(q, _)| q.clone()),
         );
         for q in next {
