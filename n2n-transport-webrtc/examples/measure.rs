@@ -20,9 +20,12 @@
 //! - **Memory**: growth of the resident set per open connection, both ends
 //!   counted (they live in the same process), over 100 connections; and the
 //!   resident set after each of 5 cycles of opening and closing 100
-//!   connections. Each memory figure comes from a fresh child process (this
-//!   program run with `--child <what>`), so that memory one side freed cannot
-//!   hide the other's.
+//!   connections. The bare figure is taken twice: with no read pending (the
+//!   ends could not receive), and with a task per end keeping a read pending
+//!   with a 16 KiB buffer, as an application of detached channels must (n2n
+//!   keeps one such reader per connection end). Each memory figure comes from
+//!   a fresh child process (this program run with `--child <what>`), so that
+//!   memory one side freed cannot hide the other's.
 //!
 //! Both use the same settings: host candidates on loopback only, no mDNS, no
 //! STUN.
@@ -349,13 +352,27 @@ async fn n2n_memory(n: &N2n) -> anyhow::Result<f64> {
     Ok(per)
 }
 
-async fn bare_memory(api: &API) -> anyhow::Result<f64> {
+/// A bare end that can receive: a task keeps a read pending with a buffer
+/// for the largest message it takes (16 KiB, as n2n's chunks), as any
+/// application of detached channels must.
+fn bare_reader(dc: Arc<DataChannel>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while matches!(dc.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+}
+
+async fn bare_memory(api: &API, reading: bool) -> anyhow::Result<f64> {
     settle().await;
     let before = rss();
     let mut open = Vec::with_capacity(MEMORY_CONNECTIONS);
     for _ in 0..MEMORY_CONNECTIONS {
         let p = bare_connect(api).await?;
         bare_echo(&p.da, &p.db, &Bytes::from_static(b"x")).await?;
+        if reading {
+            bare_reader(Arc::clone(&p.da));
+            bare_reader(Arc::clone(&p.db));
+        }
         open.push(p);
     }
     settle().await;
@@ -412,7 +429,8 @@ async fn child(what: &str) -> anyhow::Result<()> {
     bare_setup(&api).await?;
     let figures = match what {
         "memory-n2n" => vec![n2n_memory(&n).await?],
-        "memory-bare" => vec![bare_memory(&api).await?],
+        "memory-bare" => vec![bare_memory(&api, false).await?],
+        "memory-bare-reading" => vec![bare_memory(&api, true).await?],
         "cycles-n2n" => n2n_cycles(&n).await?,
         "cycles-bare" => bare_cycles(&api).await?,
         other => return Err(anyhow!("unknown child measurement {other}")),
@@ -498,6 +516,7 @@ async fn run() -> anyhow::Result<()> {
 
     let n_mem = in_child("memory-n2n")?[0];
     let b_mem = in_child("memory-bare")?[0];
+    let br_mem = in_child("memory-bare-reading")?[0];
     let n_cycles = in_child("cycles-n2n")?;
     let b_cycles = in_child("cycles-bare")?;
 
@@ -532,6 +551,7 @@ async fn run() -> anyhow::Result<()> {
     );
     row("throughput", n_tp, b_tp, "MiB/s");
     row("memory per connection", n_mem / 1e3, b_mem / 1e3, "KB");
+    row("memory, bare ends reading", n_mem / 1e3, br_mem / 1e3, "KB");
     let show = |v: &[f64]| {
         v.iter()
             .map(|m| format!("{m:.1}"))
