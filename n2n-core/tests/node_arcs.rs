@@ -128,6 +128,10 @@ async fn a_connection_without_arcs_lingers_and_is_reused() {
     let mut a = net.node(1).await;
     let mut b = net.node(2).await;
     a.connect(&b).await;
+    // Data sent now keeps the connection's queue in the handle (no round
+    // trip to the node's actor on later sends).
+    let chat = ProtocolId::from_name("chat");
+    a.handle().send(b.id, chat, b"one".to_vec()).await.unwrap();
     a.handle().close_arc(O, b.id).await.unwrap();
     settle().await;
     let snap = a.handle().snapshot().await;
@@ -155,10 +159,27 @@ async fn a_connection_without_arcs_lingers_and_is_reused() {
         a.handle().open_arc(O, b.id).await,
         Err(ArcError::NotConnected(b.id))
     );
+    // The queue the handle kept went with the connection.
+    assert_eq!(
+        a.handle().send(b.id, chat, b"lost".to_vec()).await,
+        Err(SendError::NotConnected(b.id))
+    );
 
-    // A new arc after that needs a new handshake.
+    // A new arc after that needs a new handshake; data takes the new
+    // connection.
     a.connect(&b).await;
     assert_eq!(a.transport.established(), 2);
+    b.drain();
+    a.handle().send(b.id, chat, b"two".to_vec()).await.unwrap();
+    let e = b.wait_for(5, |e| matches!(e, Event::Message { .. })).await;
+    assert_eq!(
+        e,
+        Event::Message {
+            from: a.id,
+            protocol: chat,
+            payload: b"two".to_vec().into()
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]

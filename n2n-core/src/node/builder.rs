@@ -153,10 +153,7 @@ impl Builder {
         );
         let task = tokio::spawn(actor.run(commands_rx));
         Ok(Node {
-            handle: NodeHandle {
-                local,
-                commands: commands_tx,
-            },
+            handle: NodeHandle::new(local, commands_tx),
             events: Some(events_rx),
             task,
         })

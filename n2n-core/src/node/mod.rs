@@ -346,6 +346,54 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     local: PeerId,
     commands: mpsc::Sender<Command>,
+    /// Data queues of neighbours, kept from earlier sends so that a send
+    /// needs no round trip through the node's actor (shared by the clones).
+    data_queues: Arc<std::sync::Mutex<DataQueues>>,
+}
+
+/// Neighbours' data queues known to the handles, at most [`MAX_DATA_QUEUES`].
+type DataQueues = BTreeMap<PeerId, mpsc::Sender<Bytes>>;
+
+/// Bound of the handles' cache of data queues; closed queues go first.
+const MAX_DATA_QUEUES: usize = 4096;
+
+impl NodeHandle {
+    pub(crate) fn new(local: PeerId, commands: mpsc::Sender<Command>) -> Self {
+        Self {
+            local,
+            commands,
+            data_queues: Arc::default(),
+        }
+    }
+
+    /// The data queue of `peer`: the cached one while it is open, otherwise
+    /// asked from the node (and cached).
+    async fn data_queue(&self, peer: PeerId) -> Result<mpsc::Sender<Bytes>, SendError> {
+        {
+            let mut cache = self.data_queues.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&peer) {
+                Some(queue) if !queue.is_closed() => return Ok(queue.clone()),
+                Some(_) => {
+                    cache.remove(&peer);
+                }
+                None => {}
+            }
+        }
+        let queue = self
+            .call(|reply| Command::DataSender { peer, reply })
+            .await
+            .ok_or(SendError::Shutdown)?
+            .ok_or(SendError::NotConnected(peer))?;
+        let mut cache = self.data_queues.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_DATA_QUEUES {
+            cache.retain(|_, q| !q.is_closed());
+            if cache.len() >= MAX_DATA_QUEUES {
+                cache.clear();
+            }
+        }
+        cache.insert(peer, queue.clone());
+        Ok(queue)
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -488,11 +536,7 @@ impl NodeHandle {
                 limit: crate::wire::MAX_DATA,
             });
         }
-        let sender = self
-            .call(|reply| Command::DataSender { peer, reply })
-            .await
-            .ok_or(SendError::Shutdown)?
-            .ok_or(SendError::NotConnected(peer))?;
+        let sender = self.data_queue(peer).await?;
         let frame = crate::wire::encode(&crate::wire::Message::Data { protocol, payload })
             .map_err(|_| SendError::TooLarge {
                 size: crate::wire::MAX_FRAME,
