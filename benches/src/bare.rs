@@ -24,6 +24,8 @@ use crate::within;
 /// channels are read and written directly ([`RTCDataChannel::detach`]) instead
 /// of through `on_message` callbacks.
 pub fn api(detach: bool) -> API {
+    // The workspace build links a second rustls provider (libp2p's).
+    n2n_transport_webrtc::install_default_crypto_provider();
     let mut se = SettingEngine::default();
     if detach {
         se.detach_data_channels();

@@ -18,6 +18,9 @@
 //! one libp2p connection, and whole transport pairs (two swarms, one libp2p
 //! connection, one n2n connection).
 //!
+//! Last, the n2n WebRTC transport is measured the same way and all three
+//! transports are printed side by side.
+//!
 //! The same figures for bare libp2p (two swarms with `libp2p-stream`, dialing
 //! each other directly, raw bytes on one stream) are printed alongside, from
 //! the same run, with the ratio of the transport to them.
@@ -57,8 +60,8 @@ fn wire(a: PeerId, b: PeerId) -> (SignalPipe, SignalPipe) {
 }
 
 async fn connect(
-    ta: &Libp2pTransport,
-    tb: &Libp2pTransport,
+    ta: &dyn Transport,
+    tb: &dyn Transport,
     a: PeerId,
     b: PeerId,
 ) -> anyhow::Result<(Box<dyn Connection>, Box<dyn Connection>)> {
@@ -69,8 +72,8 @@ async fn connect(
 
 /// Connect, send one message, get it echoed: the time until the echo arrives.
 async fn setup_once(
-    ta: &Libp2pTransport,
-    tb: &Libp2pTransport,
+    ta: &dyn Transport,
+    tb: &dyn Transport,
     a: PeerId,
     b: PeerId,
 ) -> anyhow::Result<Duration> {
@@ -194,6 +197,71 @@ async fn measure_transport(protocol: Protocol) -> anyhow::Result<Figures> {
         rtt,
         rates,
     })
+}
+
+/// The n2n WebRTC transport measured the same way, in the same run, so that
+/// the libp2p figures read next to it: set-up (every WebRTC connection is a
+/// new peer connection, so all set-ups are cold), round trips, and 64 MiB of
+/// 1 MiB messages one way.
+async fn measure_webrtc() -> anyhow::Result<(Duration, Duration, f64)> {
+    const WEBRTC_VOLUME: usize = 64 * 1024 * 1024;
+    let ta = n2n_transport_webrtc::WebRtcTransport::new(n2n_transport_webrtc::Config::default())?;
+    let tb = n2n_transport_webrtc::WebRtcTransport::new(n2n_transport_webrtc::Config::default())?;
+    let (a, b) = (key(1).peer_id(), key(2).peer_id());
+    let mut cold = Vec::new();
+    for i in 0..=COLD_RUNS {
+        let took = setup_once(&ta, &tb, a, b).await.context("webrtc set-up")?;
+        if i > 0 {
+            cold.push(took);
+        }
+    }
+    let (ca, cb) = connect(&ta, &tb, a, b).await?;
+    let echo = tokio::spawn(async move {
+        while let Ok(m) = cb.recv().await {
+            if cb.send(m).await.is_err() {
+                break;
+            }
+        }
+        cb
+    });
+    let mut rtt = Vec::new();
+    let small = Bytes::from(vec![0u8; 64]);
+    for i in 0..ROUND_TRIPS + 100 {
+        let start = Instant::now();
+        ca.send(small.clone()).await?;
+        ca.recv().await?;
+        if i >= 100 {
+            rtt.push(start.elapsed());
+        }
+    }
+    ca.close().await;
+    let _ = echo.await;
+    let (ca, cb) = connect(&ta, &tb, a, b).await?;
+    let size = 1024 * 1024;
+    let count = WEBRTC_VOLUME / size;
+    let sink = tokio::spawn(async move {
+        let mut got = 0usize;
+        for _ in 0..count {
+            got += cb.recv().await.map(|m| m.len()).unwrap_or(0);
+        }
+        (got, Instant::now())
+    });
+    let message = Bytes::from(vec![0xa5u8; size]);
+    let start = Instant::now();
+    for _ in 0..count {
+        ca.send(message.clone()).await?;
+    }
+    let (got, end) = sink.await?;
+    anyhow::ensure!(
+        got == WEBRTC_VOLUME,
+        "received {got} of {WEBRTC_VOLUME} bytes"
+    );
+    ca.close().await;
+    Ok((
+        percentile(&mut cold, 0.5),
+        percentile(&mut rtt, 0.5),
+        mib_per_s(WEBRTC_VOLUME, end - start),
+    ))
 }
 
 fn mib_per_s(bytes: usize, took: Duration) -> f64 {
@@ -482,10 +550,32 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("cold n={COLD_RUNS}, warm n={WARM_RUNS}, round trips n={ROUND_TRIPS}");
+    let mut side_by_side = Vec::new();
     for protocol in [Protocol::Tcp, Protocol::Quic] {
-        let n2n = measure_transport(protocol).await?;
+        let mut n2n = measure_transport(protocol).await?;
         let bare = measure_bare(protocol).await?;
+        let mib = n2n
+            .rates
+            .iter()
+            .find(|(size, _)| *size == 1024 * 1024)
+            .map_or(0.0, |(_, r)| *r);
+        side_by_side.push((
+            format!("libp2p {protocol:?}"),
+            percentile(&mut n2n.cold, 0.5),
+            percentile(&mut n2n.rtt, 0.5),
+            mib,
+        ));
         report(protocol, n2n, bare);
+    }
+    let (setup, rtt, mib) = measure_webrtc().await?;
+    side_by_side.push(("WebRTC".into(), setup, rtt, mib));
+    println!("n2n transports side by side, same run (p50; throughput with 1 MiB messages):");
+    for (name, setup, rtt, mib) in side_by_side {
+        println!(
+            "  {name:<12} set-up → first echo {:>9}   round trip {:>9}   {mib:>7.1} MiB/s",
+            fmt(setup),
+            fmt(rtt)
+        );
     }
     Ok(())
 }

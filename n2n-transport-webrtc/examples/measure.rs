@@ -190,6 +190,7 @@ async fn n2n_throughput(ca: &dyn Connection, cb: &dyn Connection) -> anyhow::Res
 // ----- bare webrtc -----
 
 fn bare_api() -> API {
+    n2n_transport_webrtc::install_default_crypto_provider();
     let mut se = SettingEngine::default();
     se.detach_data_channels();
     se.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);

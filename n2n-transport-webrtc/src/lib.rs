@@ -70,6 +70,20 @@ pub use webrtc;
 /// The plugin (and signal transport) name.
 pub const PLUGIN_NAME: &str = "webrtc";
 
+/// Installs rustls' `ring` crypto provider as the process default, unless one
+/// is installed already; returns whether this call installed it.
+///
+/// webrtc's DTLS asks rustls for the process-wide provider. When another
+/// crate of the same build enables a second one (libp2p's QUIC enables
+/// `aws-lc-rs`, and cargo unifies features across a workspace), rustls cannot
+/// choose and the handshake task panics. [`WebRtcTransport::new`] calls this;
+/// code that uses the re-exported [`webrtc`] crate directly should too.
+pub fn install_default_crypto_provider() -> bool {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_ok()
+}
+
 fn build_plugin(
     _ctx: &PluginContext,
     settings: &Settings,

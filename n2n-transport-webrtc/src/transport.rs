@@ -180,19 +180,15 @@ impl WebRtcTransport {
     /// A transport with `config`.
     ///
     /// Installs rustls' `ring` crypto provider as the process default if the
-    /// process has none yet (see the comment inside); an application that
-    /// wants another one installs it before creating the transport.
+    /// process has none yet ([`crate::install_default_crypto_provider`]); an
+    /// application that wants another one installs it before creating the
+    /// transport.
     ///
     /// # Errors
     /// [`BuildError::Config`] if the settings do not hang together.
     pub fn new(config: Config) -> Result<Self, BuildError> {
         config.validate().map_err(BuildError::Config)?;
-        // The DTLS layer asks rustls for the process-wide crypto provider.
-        // When another crate of the process enables a second one (libp2p's
-        // QUIC enables aws-lc-rs), rustls cannot choose and the handshake task
-        // panics. Install ring, the one webrtc is built with, unless the
-        // application installed a provider already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_default_crypto_provider();
         let mut se = SettingEngine::default();
         se.detach_data_channels();
         se.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
