@@ -117,6 +117,68 @@ const ROUND_TRIPS: usize = 2000;
 const VOLUME: usize = 512 * 1024 * 1024;
 const SIZES: [usize; 2] = [64 * 1024, 1024 * 1024];
 
+/// Round trips of 64-byte messages on one new connection (100 warm-up trips
+/// not counted).
+async fn round_trips(
+    ta: &dyn Transport,
+    tb: &dyn Transport,
+    a: PeerId,
+    b: PeerId,
+) -> anyhow::Result<Vec<Duration>> {
+    let (ca, cb) = connect(ta, tb, a, b).await?;
+    let echo = tokio::spawn(async move {
+        while let Ok(m) = cb.recv().await {
+            if cb.send(m).await.is_err() {
+                break;
+            }
+        }
+        cb
+    });
+    let mut rtt = Vec::new();
+    let small = Bytes::from(vec![0u8; 64]);
+    for i in 0..ROUND_TRIPS + 100 {
+        let start = Instant::now();
+        ca.send(small.clone()).await?;
+        ca.recv().await?;
+        if i >= 100 {
+            rtt.push(start.elapsed());
+        }
+    }
+    ca.close().await;
+    let _ = echo.await;
+    Ok(rtt)
+}
+
+/// `volume` bytes one way in `size`-byte messages on one new connection, in
+/// MiB/s.
+async fn throughput(
+    ta: &dyn Transport,
+    tb: &dyn Transport,
+    a: PeerId,
+    b: PeerId,
+    size: usize,
+    volume: usize,
+) -> anyhow::Result<f64> {
+    let (ca, cb) = connect(ta, tb, a, b).await?;
+    let count = volume / size;
+    let sink = tokio::spawn(async move {
+        let mut got = 0usize;
+        for _ in 0..count {
+            got += cb.recv().await.map(|m| m.len()).unwrap_or(0);
+        }
+        (got, Instant::now())
+    });
+    let message = Bytes::from(vec![0xa5u8; size]);
+    let start = Instant::now();
+    for _ in 0..count {
+        ca.send(message.clone()).await?;
+    }
+    let (got, end) = sink.await?;
+    anyhow::ensure!(got == volume, "received {got} of {volume} bytes");
+    ca.close().await;
+    Ok(mib_per_s(volume, end - start))
+}
+
 async fn measure_transport(protocol: Protocol) -> anyhow::Result<Figures> {
     let config = Config {
         protocols: vec![protocol],
@@ -146,50 +208,10 @@ async fn measure_transport(protocol: Protocol) -> anyhow::Result<Figures> {
         warm.push(setup_once(&ta, &tb, a, b).await.context("warm set-up")?);
     }
 
-    // Round trips of 64-byte messages on one connection.
-    let (ca, cb) = connect(&ta, &tb, a, b).await?;
-    let echo = tokio::spawn(async move {
-        while let Ok(m) = cb.recv().await {
-            if cb.send(m).await.is_err() {
-                break;
-            }
-        }
-        cb
-    });
-    let mut rtt = Vec::new();
-    let small = Bytes::from(vec![0u8; 64]);
-    for i in 0..ROUND_TRIPS + 100 {
-        let start = Instant::now();
-        ca.send(small.clone()).await?;
-        ca.recv().await?;
-        if i >= 100 {
-            rtt.push(start.elapsed());
-        }
-    }
-    ca.close().await;
-    let _ = echo.await;
-
-    // One-way throughput.
+    let rtt = round_trips(&ta, &tb, a, b).await?;
     let mut rates = Vec::new();
     for size in SIZES {
-        let (ca, cb) = connect(&ta, &tb, a, b).await?;
-        let count = VOLUME / size;
-        let sink = tokio::spawn(async move {
-            let mut got = 0usize;
-            for _ in 0..count {
-                got += cb.recv().await.map(|m| m.len()).unwrap_or(0);
-            }
-            (got, Instant::now())
-        });
-        let message = Bytes::from(vec![0xa5u8; size]);
-        let start = Instant::now();
-        for _ in 0..count {
-            ca.send(message.clone()).await?;
-        }
-        let (got, end) = sink.await?;
-        anyhow::ensure!(got == VOLUME, "received {got} of {VOLUME} bytes");
-        rates.push((size, mib_per_s(VOLUME, end - start)));
-        ca.close().await;
+        rates.push((size, throughput(&ta, &tb, a, b, size, VOLUME).await?));
     }
     Ok(Figures {
         cold,
@@ -215,53 +237,9 @@ async fn measure_webrtc() -> anyhow::Result<(Duration, Duration, f64)> {
             cold.push(took);
         }
     }
-    let (ca, cb) = connect(&ta, &tb, a, b).await?;
-    let echo = tokio::spawn(async move {
-        while let Ok(m) = cb.recv().await {
-            if cb.send(m).await.is_err() {
-                break;
-            }
-        }
-        cb
-    });
-    let mut rtt = Vec::new();
-    let small = Bytes::from(vec![0u8; 64]);
-    for i in 0..ROUND_TRIPS + 100 {
-        let start = Instant::now();
-        ca.send(small.clone()).await?;
-        ca.recv().await?;
-        if i >= 100 {
-            rtt.push(start.elapsed());
-        }
-    }
-    ca.close().await;
-    let _ = echo.await;
-    let (ca, cb) = connect(&ta, &tb, a, b).await?;
-    let size = 1024 * 1024;
-    let count = WEBRTC_VOLUME / size;
-    let sink = tokio::spawn(async move {
-        let mut got = 0usize;
-        for _ in 0..count {
-            got += cb.recv().await.map(|m| m.len()).unwrap_or(0);
-        }
-        (got, Instant::now())
-    });
-    let message = Bytes::from(vec![0xa5u8; size]);
-    let start = Instant::now();
-    for _ in 0..count {
-        ca.send(message.clone()).await?;
-    }
-    let (got, end) = sink.await?;
-    anyhow::ensure!(
-        got == WEBRTC_VOLUME,
-        "received {got} of {WEBRTC_VOLUME} bytes"
-    );
-    ca.close().await;
-    Ok((
-        percentile(&mut cold, 0.5),
-        percentile(&mut rtt, 0.5),
-        mib_per_s(WEBRTC_VOLUME, end - start),
-    ))
+    let mut rtt = round_trips(&ta, &tb, a, b).await?;
+    let rate = throughput(&ta, &tb, a, b, 1024 * 1024, WEBRTC_VOLUME).await?;
+    Ok((percentile(&mut cold, 0.5), percentile(&mut rtt, 0.5), rate))
 }
 
 fn mib_per_s(bytes: usize, took: Duration) -> f64 {
