@@ -136,6 +136,11 @@ impl<P: Ord + Clone> ArcSet<P> {
         self.entries.len()
     }
 
+    /// `(peer, count)` pairs in peer order, as stored.
+    pub fn as_slice(&self) -> &[(P, u32)] {
+        &self.entries
+    }
+
     /// `(peer, count)` pairs in peer order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&P, u32)> + '_ {
         self.entries.iter().map(|(p, n)| (p, *n))

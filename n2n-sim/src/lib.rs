@@ -47,6 +47,7 @@
 
 pub mod measure;
 pub mod plot;
+mod prefetch;
 mod queue;
 mod rng;
 pub mod scenario;

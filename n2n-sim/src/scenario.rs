@@ -539,7 +539,7 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
     let mut sim = Sim::new(scenario.sim_config(), move |id, seed| {
         spray::State::new(id, spray_config.clone(), SimRng::seed_from(seed))
     });
-    sim.set_warm(|o| o.view_size());
+    sim.set_prefetch(spray::State::hot_buffers);
     let mut r = Runner {
         sim,
         rng: SimRng::seed_from(scenario.seed ^ 0x0005_ce4a_410f),

@@ -7,6 +7,7 @@ use n2n_core::Direction;
 use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
 use rand::Rng;
 
+use crate::prefetch;
 use crate::queue::Calendar;
 use crate::rng::{SimRng, splitmix as mix};
 
@@ -170,8 +171,12 @@ impl<T> Kind<T> {
     }
 }
 
-/// Upcoming events whose peers are warmed at once, and how far ahead.
-const WARM: usize = 16;
+/// How many events ahead the peers' states are prefetched.
+const STATE_AHEAD: usize = 8;
+/// Cache lines of a state prefetched.
+const STATE_LINES: usize = 3;
+/// How many events ahead the peers' heap buffers are prefetched.
+const HEAP_AHEAD: usize = 2;
 
 type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
 
@@ -210,7 +215,10 @@ pub struct Sim<O: Overlay<u32>> {
     now: u64,
     seq: u64,
     queue: Calendar<Kind<O::Timer>>,
-    peers: Vec<Option<O>>,
+    /// Every peer's state, live or not (a crashed peer's is replaced by a
+    /// fresh one from the factory, so that its memory goes): whether a peer is
+    /// alive is read in `alive_bits`, which stays in the cache, never here.
+    peers: Vec<O>,
     /// Join connection per peer: (contact, until).
     links: Vec<(u32, u64)>,
     alive: Vec<u32>,
@@ -224,10 +232,8 @@ pub struct Sim<O: Overlay<u32>> {
     expiring: std::collections::VecDeque<(u64, u32)>,
     rng: SimRng,
     outbuf: Vec<Output<u32, O::Timer>>,
-    /// Upcoming events whose peers were warmed (see [`Sim::warm`]).
-    warmed: usize,
-    /// Reads the overlay's own hot state when warming (see [`Sim::set_warm`]).
-    warm_hook: Option<fn(&O) -> usize>,
+    /// Gives the overlay's hot heap buffers (see [`Sim::set_prefetch`]).
+    prefetch_hook: Option<fn(&O) -> [*const u8; 4]>,
     counters: Counters,
     opening: u64,
     closing: u64,
@@ -276,8 +282,7 @@ impl<O: Overlay<u32>> Sim<O> {
             expiring: std::collections::VecDeque::new(),
             rng,
             outbuf: Vec::new(),
-            warmed: 0,
-            warm_hook: None,
+            prefetch_hook: None,
             counters: Counters::default(),
             opening: 0,
             closing: 0,
@@ -332,21 +337,24 @@ impl<O: Overlay<u32>> Sim<O> {
 
     /// Whether `peer` exists and has not crashed.
     pub fn is_alive(&self, peer: u32) -> bool {
-        // The positions are 4 bytes per peer, where an overlay is hundreds:
-        // checking the recipient of every output must not touch its state.
-        self.alive_pos
-            .get(peer as usize)
-            .is_some_and(|&p| p != NONE)
+        self.bit_alive(peer)
+    }
+
+    /// Whether `peer` is alive, from one bit per peer: checked for every
+    /// input and every output's recipient, the bitmap stays in the cache
+    /// where the states (hundreds of bytes each) would not.
+    fn bit_alive(&self, peer: u32) -> bool {
+        bit(&self.alive_bits, peer)
     }
 
     /// The overlay of a live peer.
     pub fn overlay(&self, peer: u32) -> Option<&O> {
-        self.peers.get(peer as usize)?.as_ref()
+        self.bit_alive(peer).then(|| &self.peers[peer as usize])
     }
 
     /// The overlay of a live peer, mutably (e.g. to call `peers(k)`).
     pub fn overlay_mut(&mut self, peer: u32) -> Option<&mut O> {
-        self.peers.get_mut(peer as usize)?.as_mut()
+        self.bit_alive(peer).then(|| &mut self.peers[peer as usize])
     }
 
     /// Measures the overlay now (see [`stats`]).
@@ -354,20 +362,19 @@ impl<O: Overlay<u32>> Sim<O> {
         stats::snapshot(
             self.now(),
             self.peers.len(),
-            |id| self.peers[id as usize].as_ref().map(|o| o.outview()),
-            |id| self.peers[id as usize].as_ref().map(|o| o.inview()),
+            |id| self.overlay(id).map(|o| o.outview()),
+            |id| self.overlay(id).map(|o| o.inview()),
         )
     }
 
     // ----- commands -----
 
-    /// Sets a function that reads the overlay state an input will need
-    /// (say, the length of its partial view), called on the peers of the next
-    /// few events before they are processed, all at once, so that their
-    /// cache misses overlap. Only speed depends on it; the inview and the
-    /// outview are read anyway.
-    pub fn set_warm(&mut self, warm: fn(&O) -> usize) {
-        self.warm_hook = Some(warm);
+    /// Sets a function that tells where an overlay's hot heap buffers are
+    /// (its views), prefetched for the peers of upcoming events so that
+    /// their cache misses overlap with work. Only speed depends on it; the
+    /// addresses are never read through.
+    pub fn set_prefetch(&mut self, hook: fn(&O) -> [*const u8; 4]) {
+        self.prefetch_hook = Some(hook);
     }
 
     /// A live peer drawn uniformly with the simulator's RNG.
@@ -388,7 +395,7 @@ impl<O: Overlay<u32>> Sim<O> {
         let id = u32::try_from(self.peers.len()).expect("fewer than 2^32 peers");
         assert!(id != NONE, "peer ids exhausted");
         let seed = mix(self.config.seed ^ mix(u64::from(id)));
-        self.peers.push(Some((self.factory)(id, seed)));
+        self.peers.push((self.factory)(id, seed));
         self.links.push((NONE, 0));
         self.alive_pos.push(self.alive.len() as u32);
         if id % 64 == 0 {
@@ -414,9 +421,12 @@ impl<O: Overlay<u32>> Sim<O> {
     /// `peer` crashes now: it disappears, and its neighbours notice after
     /// [`Config::detection_delay`].
     pub fn crash(&mut self, peer: u32) {
-        let Some(overlay) = self.peers.get_mut(peer as usize).and_then(Option::take) else {
+        if !self.bit_alive(peer) {
             return;
-        };
+        }
+        // Its memory goes; the fresh state stands in its slot, never fed.
+        let empty = (self.factory)(peer, 0);
+        let overlay = std::mem::replace(&mut self.peers[peer as usize], empty);
         self.counters.crashes += 1;
         let pos = self.alive_pos[peer as usize] as usize;
         self.alive.swap_remove(pos);
@@ -468,13 +478,10 @@ impl<O: Overlay<u32>> Sim<O> {
 
     /// Processes the next event if it is due at or before `until`.
     fn step_until(&mut self, until: u64) -> bool {
-        if self.warmed <= WARM {
-            self.warm();
-        }
+        self.prefetch();
         let Some(event) = self.queue.pop_until(until) else {
             return false;
         };
-        self.warmed = self.warmed.saturating_sub(1);
         self.now = self.now.max(event.at);
         self.counters.events += 1;
         while let Some(&(until, peer)) = self.expiring.front() {
@@ -498,41 +505,40 @@ impl<O: Overlay<u32>> Sim<O> {
 
     // ----- the environment -----
 
-    /// Reads a word of the state and of the arc sets of every peer that the
-    /// upcoming events `warmed..warmed + WARM` (counted from the next one)
-    /// will feed, in one tight loop, then the overlay's own hot state
-    /// ([`Sim::set_warm`]). Each event lands on a random peer whose state is
-    /// out of the cache at 100k peers: loaded one event at a time, every miss
-    /// waits for the previous one; loaded here together, they overlap, and
-    /// they arrive while the [`WARM`] events before them are processed.
-    fn warm(&mut self) {
+    /// Prefetches, without waiting, what the upcoming events will read:
+    /// the first two cache lines of the states of the peers of the event
+    /// [`STATE_AHEAD`] places ahead, and the heap buffers (through the hook
+    /// of [`Sim::set_prefetch`]) of the peers of the event [`HEAP_AHEAD`]
+    /// places ahead, whose states arrived meanwhile. Each event lands on
+    /// random peers whose states are out of the cache at 100k peers: loaded
+    /// when needed, every miss stalls the event; requested this far ahead,
+    /// they arrive while the events before them are processed.
+    fn prefetch(&self) {
         let upcoming = self.queue.upcoming();
-        let end = upcoming.len().saturating_sub(self.warmed);
-        let batch = &upcoming[end.saturating_sub(WARM)..end];
-        self.warmed += batch.len();
-        let state = |p: u32| self.peers.get(p as usize).and_then(Option::as_ref);
-        let mut sum = 0usize;
-        for e in batch {
-            let (a, b) = e.event.peers();
+        let n = upcoming.len();
+        if n > STATE_AHEAD {
+            let (a, b) = upcoming[n - 1 - STATE_AHEAD].event.peers();
             for p in [a, b] {
-                if let Some(o) = state(p) {
-                    sum = sum.wrapping_add(o.outview().len() ^ o.inview().len());
-                }
-            }
-        }
-        let first = |s: &n2n_core::arc::ArcSet<u32>| s.iter().next().map_or(0, |(p, _)| *p);
-        for e in batch {
-            let (a, b) = e.event.peers();
-            for p in [a, b] {
-                if let Some(o) = state(p) {
-                    sum = sum.wrapping_add((first(o.outview()) ^ first(o.inview())) as usize);
-                    if let Some(hook) = self.warm_hook {
-                        sum = sum.wrapping_add(hook(o));
+                if self.bit_alive(p) {
+                    let at = (&raw const self.peers[p as usize]).cast::<u8>();
+                    for line in 0..STATE_LINES {
+                        prefetch::line(at.wrapping_add(64 * line));
                     }
                 }
             }
         }
-        std::hint::black_box(sum);
+        if n > HEAP_AHEAD
+            && let Some(hook) = self.prefetch_hook
+        {
+            let (a, b) = upcoming[n - 1 - HEAP_AHEAD].event.peers();
+            for p in [a, b] {
+                if let Some(o) = self.overlay(p) {
+                    for at in hook(o) {
+                        prefetch::line(at);
+                    }
+                }
+            }
+        }
     }
 
     fn schedule(&mut self, at: u64, kind: Kind<O::Timer>) {
@@ -572,7 +578,7 @@ impl<O: Overlay<u32>> Sim<O> {
         }
         // `a` is mostly the peer whose outputs are routed: its views are in
         // the cache, the join connections rarely matter.
-        if let Some(o) = &self.peers[a as usize]
+        if let Some(o) = self.overlay(a)
             && (o.outview().contains(&b) || o.inview().contains(&b))
         {
             return true;
@@ -587,10 +593,11 @@ impl<O: Overlay<u32>> Sim<O> {
     }
 
     fn deliver(&mut self, peer: u32, input: Input<u32, O::Timer>) {
-        let Some(overlay) = self.peers[peer as usize].as_mut() else {
+        if !self.bit_alive(peer) {
             return;
-        };
+        }
         self.counters.inputs += 1;
+        let overlay = &mut self.peers[peer as usize];
         overlay.handle(self.base + Duration::from_micros(self.now), input);
         let mut buf = std::mem::take(&mut self.outbuf);
         while let Some(out) = overlay.poll_output() {

@@ -226,6 +226,19 @@ where
         (self.mean_view() - VIEW_OFFSET).exp()
     }
 
+    /// Where the heap buffers that most inputs read live: the partial view,
+    /// the outview, the inview and the announced arcs. A simulator running
+    /// many peers prefetches them ahead of the inputs; the addresses are
+    /// never read through.
+    pub fn hot_buffers(&self) -> [*const u8; 4] {
+        [
+            self.view.entries().as_ptr().cast(),
+            self.outview.as_slice().as_ptr().cast(),
+            self.inview.as_slice().as_ptr().cast(),
+            self.incoming.as_slices().0.as_ptr().cast(),
+        ]
+    }
+
     // ----- helpers -----
 
     fn push(&mut self, output: Output<P, Timer>) {
