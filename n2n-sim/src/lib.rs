@@ -5,10 +5,12 @@
 //! very state machines the node runtime drives over WebRTC — and measures the
 //! overlay they build.
 //!
-//! - [`Sim`]: the event loop (a calendar queue of events ordered by time, then
-//!   by insertion), per-peer RNG seeds derived from one master seed, and the
-//!   environment's semantics for every [`Output`](n2n_core::overlay::Output):
-//!   messages, arcs opened and closed, bridges, timers, crashes.
+//! - [`Sim`]: the event loop (peers split into [`SHARDS`] shards, each with a
+//!   calendar queue of events ordered by time, then by insertion, run in
+//!   windows of the shortest hop on as many threads as the machine has),
+//!   per-peer RNG seeds derived from one master seed, and the environment's
+//!   semantics for every [`Output`](n2n_core::overlay::Output): messages,
+//!   arcs opened and closed, bridges, timers, crashes.
 //! - [`SimRng`]: a small portable RNG for the peers' state machines.
 //! - [`stats`]: view-size and in-degree summaries, arc totals, duplicates,
 //!   strongly and weakly connected components (iterative, fit for 1M peers).
@@ -18,7 +20,8 @@
 //!   from TOML and run cycle by cycle into CSV rows.
 //! - [`plot`]: PNG and SVG plots of the results.
 //!
-//! The same [`Config::seed`] and the same calls reproduce a run exactly.
+//! The same [`Config::seed`] and the same calls reproduce a run exactly,
+//! whatever the number of threads.
 //!
 //! # Example
 //!
@@ -55,4 +58,4 @@ mod sim;
 pub mod stats;
 
 pub use rng::SimRng;
-pub use sim::{Config, Counters, Latency, Sim};
+pub use sim::{Config, Counters, Latency, SHARDS, Sim};

@@ -18,7 +18,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -103,6 +103,9 @@ struct Cli {
     /// Do not draw plots.
     #[arg(long)]
     no_plots: bool,
+    /// Threads (0: every core); the results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -209,7 +212,8 @@ impl Cli {
             latency_min_ms,
             latency_max_ms,
             loss,
-            message_loss
+            message_loss,
+            threads
         );
         if let Some(interval_ms) = self.interval_ms {
             s.arrival = Arrival::OneByOne {
@@ -293,7 +297,12 @@ fn main() -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut write_error = None;
+    // Where cycle 0 ended: the arrivals, apart from the cycles.
+    let mut arrived = (Duration::ZERO, 0);
     let result = scenario::run(&scenario, |row| {
+        if row.cycle == 0 {
+            arrived = (started.elapsed(), row.events);
+        }
         if let Err(e) = writeln!(csv, "{}", row.csv()) {
             write_error.get_or_insert(e);
         }
@@ -313,7 +322,7 @@ fn main() -> anyhow::Result<()> {
     }
     csv.flush()?;
 
-    let summary = summary(&scenario, &result, wall.as_secs_f64());
+    let summary = summary(&scenario, &result, wall.as_secs_f64(), arrived);
     print!("{summary}");
     fs::write(cli.out.join("summary.txt"), &summary)?;
     if !cli.no_plots {
@@ -323,7 +332,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(s: &Scenario, r: &RunResult, wall: f64) -> String {
+fn summary(s: &Scenario, r: &RunResult, wall: f64, arrived: (Duration, u64)) -> String {
     let last = r.rows.last().expect("cycle 0 is always measured");
     let mut t = String::new();
     let mut line = |k: &str, v: String| t.push_str(&format!("{k:<38} {v}\n"));
@@ -440,6 +449,14 @@ fn summary(s: &Scenario, r: &RunResult, wall: f64) -> String {
             r.events as f64 / wall.max(1e-9)
         ),
     );
+    if s.cycles > 0 {
+        let (at, events) = (arrived.0.as_secs_f64(), r.events - arrived.1);
+        let cycles = (wall - at).max(1e-9);
+        line(
+            "cycles 1.. only: wall time, rate",
+            format!("{cycles:.2} s, {:.0} events/s", events as f64 / cycles),
+        );
+    }
     if let Some(cpu) = cpu_seconds() {
         // On a shared machine the wall time counts the other processes too.
         line(

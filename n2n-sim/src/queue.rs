@@ -90,6 +90,8 @@ pub(crate) struct Calendar<E> {
     /// rather than staying with its slot (every slot would end up holding
     /// the capacity of its busiest moment) or being freed (and grown again).
     spare: Vec<Vec<Entry<E>>>,
+    /// Buckets loaded into `current` so far.
+    loads: u64,
 }
 
 impl<E> std::fmt::Debug for Calendar<E> {
@@ -113,6 +115,7 @@ impl<E> Calendar<E> {
             current: Vec::new(),
             overflow: BinaryHeap::new(),
             spare: Vec::new(),
+            loads: 0,
         }
     }
 
@@ -153,10 +156,16 @@ impl<E> Calendar<E> {
         }
     }
 
-    /// The events of the bucket being drained, latest first: the next one
-    /// popped is the last.
-    pub(crate) fn upcoming(&self) -> &[Entry<E>] {
-        &self.current
+    /// How many buckets were loaded for draining so far: when it changes,
+    /// a new bucket is being drained.
+    pub(crate) fn loads(&self) -> u64 {
+        self.loads
+    }
+
+    /// The events of the fine bucket `ahead` buckets after the one being
+    /// drained (`1 <= ahead < RING`), in no order; more may still come.
+    pub(crate) fn bucket_ahead(&self, ahead: u64) -> &[Entry<E>] {
+        &self.fine[((self.cur + ahead) % RING) as usize]
     }
 
     /// Removes and returns the earliest event if it is due at or before
@@ -170,6 +179,19 @@ impl<E> Calendar<E> {
                 } else {
                     None
                 };
+            }
+            if !self.advance(until >> SHIFT) {
+                return None;
+            }
+        }
+    }
+
+    /// The time of the earliest event if it is due at or before `until`.
+    /// Like [`Calendar::pop_until`], never moves past the bucket of `until`.
+    pub(crate) fn next_at(&mut self, until: u64) -> Option<u64> {
+        loop {
+            if let Some(last) = self.current.last() {
+                return (last.at <= until).then_some(last.at);
             }
             if !self.advance(until >> SHIFT) {
                 return None;
@@ -281,6 +303,7 @@ impl<E> Calendar<E> {
         }
         self.current
             .sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
+        self.loads += 1;
         true
     }
 }

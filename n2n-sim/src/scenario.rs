@@ -166,6 +166,9 @@ pub struct Scenario {
     pub clustering_samples: usize,
     /// Sources sampled for the average shortest path.
     pub path_sources: usize,
+    /// Threads that run the simulation (0: every core); results do not
+    /// depend on it (see [`Config::threads`]).
+    pub threads: usize,
 }
 
 impl Default for Scenario {
@@ -188,6 +191,7 @@ impl Default for Scenario {
             paths_every_cycle: false,
             clustering_samples: 500,
             path_sources: 8,
+            threads: 0,
         }
     }
 }
@@ -265,6 +269,7 @@ impl Scenario {
             detection_delay: Duration::from_millis(self.detection_ms),
             loss: self.loss,
             message_loss: self.message_loss,
+            threads: self.threads,
             ..Config::default()
         }
     }

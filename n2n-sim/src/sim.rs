@@ -1,6 +1,8 @@
 //! The event loop and the environment's semantics.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use n2n_core::Direction;
@@ -8,7 +10,7 @@ use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
 use rand::Rng;
 
 use crate::prefetch;
-use crate::queue::Calendar;
+use crate::queue::{Calendar, Entry};
 use crate::rng::{SimRng, splitmix as mix};
 
 use crate::stats::{self, Snapshot};
@@ -55,11 +57,18 @@ pub struct Config {
     /// How long the connection a joining peer opened to its contact stays up
     /// without arcs.
     pub linger: Duration,
+    /// Threads that run the shards of a window at once (0: as many as the
+    /// machine has, at most [`SHARDS`]). Results do not depend on it.
+    pub threads: usize,
+    /// Networks of fewer peers run on one thread whatever
+    /// [`Config::threads`] says: their windows hold too few events to pay
+    /// for the threads' meetings (default 20,000).
+    pub parallel_from: usize,
 }
 
 impl Default for Config {
     /// Seed 0, latency uniform in 10–50 ms, detection after 5 s, no loss of
-    /// either kind, 10 s linger.
+    /// either kind, 10 s linger, every core from 20,000 peers on.
     fn default() -> Self {
         Self {
             seed: 0,
@@ -71,6 +80,8 @@ impl Default for Config {
             loss: 0.0,
             message_loss: 0.0,
             linger: Duration::from_secs(10),
+            threads: 0,
+            parallel_from: 20_000,
         }
     }
 }
@@ -106,32 +117,88 @@ pub struct Counters {
     pub crashes: u64,
 }
 
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.events += o.events;
+        self.inputs += o.inputs;
+        self.messages += o.messages;
+        self.lost += o.lost;
+        self.messages_lost += o.messages_lost;
+        self.undeliverable += o.undeliverable;
+        self.arcs_opened += o.arcs_opened;
+        self.arcs_closed += o.arcs_closed;
+        self.bridges += o.bridges;
+        self.bridge_failures += o.bridge_failures;
+        self.connect_failures += o.connect_failures;
+        self.spurious_closes += o.spurious_closes;
+        self.crashes += o.crashes;
+    }
+}
+
 const NONE: u32 = u32::MAX;
 
+/// Logical shards: peer `p` and every event it receives live in shard
+/// `p % SHARDS`. Fixed, so that a run never depends on the thread count.
+pub const SHARDS: usize = 8;
+
+/// An event, always for one peer (the one named first by [`Kind::peer`]):
+/// what touches two peers is two events at the same instant, one on each
+/// side, so that shards never touch each other's peers.
 enum Kind<T> {
+    /// An overlay message reaches `to`.
     Message {
         from: u32,
         to: u32,
         payload: Vec<u8>,
     },
-    OpenArc {
+    /// Arc `from → to` (an `OpenArc`) opens, seen from `from`.
+    OpenOut {
         from: u32,
         to: u32,
     },
-    CloseArc {
+    /// Arc `from → to` (an `OpenArc`) opens, seen from `to`.
+    OpenIn {
         from: u32,
         to: u32,
     },
-    Bridge {
+    /// Arc `from → to` closes, seen from `from`.
+    CloseOut {
+        from: u32,
+        to: u32,
+    },
+    /// Arc `from → to` closes, seen from `to`.
+    CloseIn {
+        from: u32,
+        to: u32,
+    },
+    /// `via`'s order to open an arc to `to` reaches `from`.
+    BridgeOrder {
         via: u32,
         from: u32,
         to: u32,
     },
+    /// The bridged arc `from → to` opens (if every peer it needs is up), seen
+    /// from `from`; `signaled`: the handshake went through `via`.
+    BridgeOut {
+        via: u32,
+        from: u32,
+        to: u32,
+        signaled: bool,
+    },
+    /// The same, seen from `to`.
+    BridgeIn {
+        via: u32,
+        from: u32,
+        to: u32,
+        signaled: bool,
+    },
+    /// `via` learns that its bridge failed.
     BridgeFailed {
         via: u32,
         from: u32,
         to: u32,
     },
+    /// `peer` learns that its arc to `to` did not open.
     ConnectFailed {
         peer: u32,
         to: u32,
@@ -154,31 +221,572 @@ enum Kind<T> {
 }
 
 impl<T> Kind<T> {
-    /// The peers the event feeds (`NONE` for none).
-    fn peers(&self) -> (u32, u32) {
+    /// The peer the event is for.
+    fn peer(&self) -> u32 {
         match *self {
-            Kind::Message { to, .. } => (to, NONE),
-            Kind::OpenArc { from, to }
-            | Kind::CloseArc { from, to }
-            | Kind::Bridge { from, to, .. } => (from, to),
-            Kind::BridgeFailed { via, .. } => (via, NONE),
+            Kind::Message { to, .. } | Kind::OpenIn { to, .. } | Kind::CloseIn { to, .. } => to,
+            Kind::BridgeIn { to, .. } => to,
+            Kind::OpenOut { from, .. }
+            | Kind::CloseOut { from, .. }
+            | Kind::BridgeOrder { from, .. }
+            | Kind::BridgeOut { from, .. } => from,
+            Kind::BridgeFailed { via, .. } => via,
             Kind::ConnectFailed { peer, .. }
             | Kind::Timer { peer, .. }
             | Kind::Detect { peer, .. }
             | Kind::Join { peer, .. }
-            | Kind::Leave { peer } => (peer, NONE),
+            | Kind::Leave { peer } => peer,
         }
     }
 }
 
-/// How many events ahead the peers' states are prefetched.
-const STATE_AHEAD: usize = 8;
+/// How many buckets ahead a peer's state is prefetched.
+const STATE_AHEAD: u64 = 2;
 /// Cache lines of a state prefetched.
 const STATE_LINES: usize = 3;
-/// How many events ahead the peers' heap buffers are prefetched.
-const HEAP_AHEAD: usize = 2;
+/// A call spanning fewer windows runs on one thread: starting the others
+/// would cost more than they save.
+const PARALLEL_WINDOWS: u64 = 64;
+/// Spins of a thread waiting at the barrier before it yields its core.
+const SPINS: u32 = 1 << 14;
 
+/// A barrier for the threads of [`Sim::parallel`]: a window lasts tens of
+/// microseconds, too short to put threads to sleep and wake them; they spin
+/// (then yield, on a loaded machine) until the last one arrives.
+struct SpinBarrier {
+    parties: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    /// A thread panicked: the others must not wait for it.
+    broken: AtomicBool,
+}
+
+/// Breaks the barrier if its thread unwinds, so that the others return and
+/// the panic reaches the caller instead of a deadlock.
+struct BreakOnPanic<'a>(&'a SpinBarrier);
+
+impl Drop for BreakOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.broken.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl SpinBarrier {
+    fn new(parties: usize) -> Self {
+        Self {
+            parties,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits for every party; `false` if one of them panicked.
+    fn wait(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return true;
+        }
+        let mut spins = 0;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if self.broken.load(Ordering::Acquire) {
+                return false;
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        true
+    }
+}
+
+/// Events handed from one shard to another.
+type Mail<T> = Vec<Entry<Kind<T>>>;
 type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
+type Hook<O> = fn(&O) -> [*const u8; 4];
+
+/// Bit `i` of a bitmap.
+fn bit(bits: &[u64], i: u32) -> bool {
+    bits.get(i as usize / 64)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// What every shard reads and none writes while a window runs.
+struct Env<O> {
+    seed: u64,
+    latency: Latency,
+    loss: f64,
+    message_loss: f64,
+    base: Instant,
+    /// One bit per peer: alive. Checked for every input and every output's
+    /// recipient, it stays in the cache where the states would not.
+    alive_bits: Vec<u64>,
+    /// Join connection per peer: (contact, until).
+    links: Vec<(u32, u64)>,
+    /// One bit per peer: has a join connection (`links`) that may be up.
+    link_bits: Vec<u64>,
+    prefetch_hook: Option<Hook<O>>,
+}
+
+impl<O> Env<O> {
+    fn alive(&self, peer: u32) -> bool {
+        bit(&self.alive_bits, peer)
+    }
+
+    /// One-way delay of the link between `a` and `b`.
+    fn hop(&self, a: u32, b: u32) -> u64 {
+        match self.latency {
+            Latency::Fixed(d) => micros(d),
+            Latency::Uniform { min, max } => {
+                let (lo, hi) = (micros(min), micros(max));
+                if hi <= lo {
+                    return lo;
+                }
+                let link = (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
+                lo + mix(self.seed ^ mix(link)) % (hi - lo + 1)
+            }
+        }
+    }
+
+    /// The shortest hop: no event for another peer lands sooner.
+    fn min_hop(&self) -> u64 {
+        match self.latency {
+            Latency::Fixed(d) => micros(d),
+            Latency::Uniform { min, .. } => micros(min),
+        }
+    }
+
+    /// Whether `a` and `b` have a join connection up at `now`.
+    fn linked(&self, a: u32, b: u32, now: u64) -> bool {
+        let one = |x: u32, y: u32| {
+            bit(&self.link_bits, x) && {
+                let (peer, until) = self.links[x as usize];
+                peer == y && until >= now
+            }
+        };
+        one(a, b) || one(b, a)
+    }
+}
+
+/// The peers `p` with `p % SHARDS == index`, their events and their draws.
+struct Shard<O: Overlay<u32>> {
+    index: u32,
+    /// Peer `p`'s state at `p / SHARDS`, live or not (a crashed peer's is
+    /// replaced by a fresh one, never fed, so that its memory goes).
+    states: Vec<O>,
+    queue: Calendar<Kind<O::Timer>>,
+    seq: u64,
+    now: u64,
+    /// The end of the window being run: events for other shards land there
+    /// or later.
+    horizon: u64,
+    rng: SimRng,
+    counters: Counters,
+    opening: i64,
+    closing: i64,
+    /// Events for other shards, by shard, handed over between windows.
+    outbox: Vec<Vec<Entry<Kind<O::Timer>>>>,
+    outbuf: Vec<Output<u32, O::Timer>>,
+    /// `queue.loads()` when the last bucket was prefetched.
+    loaded: u64,
+}
+
+impl<O: Overlay<u32>> Shard<O> {
+    fn new(index: u32, seed: u64) -> Self {
+        Self {
+            index,
+            states: Vec::new(),
+            queue: Calendar::new(),
+            seq: 0,
+            now: 0,
+            horizon: 0,
+            rng: SimRng::seed_from(mix(seed ^ 0x5eed ^ mix(u64::from(index) + 1))),
+            counters: Counters::default(),
+            opening: 0,
+            closing: 0,
+            outbox: (0..SHARDS).map(|_| Vec::new()).collect(),
+            outbuf: Vec::new(),
+            loaded: 0,
+        }
+    }
+
+    fn state(&self, env: &Env<O>, peer: u32) -> Option<&O> {
+        env.alive(peer)
+            .then(|| &self.states[peer as usize / SHARDS])
+    }
+
+    /// Queues `kind` at `at`: here if its peer is ours, else in the outbox
+    /// (at the window's end at the earliest).
+    fn schedule(&mut self, at: u64, kind: Kind<O::Timer>) {
+        let seq = (self.seq << 3) | u64::from(self.index);
+        self.seq += 1;
+        let dst = kind.peer() as usize % SHARDS;
+        if dst == self.index as usize {
+            self.queue.push(at, seq, kind);
+        } else {
+            let at = at.max(self.horizon);
+            self.outbox[dst].push(Entry {
+                at,
+                seq,
+                event: kind,
+            });
+        }
+    }
+
+    /// Runs every event due up to `until` (inclusive).
+    fn run(&mut self, env: &Env<O>, until: u64) {
+        self.horizon = until + 1;
+        while let Some(event) = self.queue.pop_until(until) {
+            if self.queue.loads() != self.loaded {
+                self.loaded = self.queue.loads();
+                self.prefetch(env);
+            }
+            self.now = self.now.max(event.at);
+            self.counters.events += 1;
+            self.process(env, event.event);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Prefetches, without waiting, what the events of the next buckets
+    /// will read, when a bucket starts being drained: the first cache lines
+    /// of the states of the peers of the bucket [`STATE_AHEAD`] buckets
+    /// ahead, and the heap buffers (through the hook of
+    /// [`Sim::set_prefetch`]) of the peers of the bucket after this one,
+    /// whose states arrived meanwhile. Each event lands on a random peer
+    /// whose state is out of the cache at 100k peers: loaded when needed,
+    /// every miss would stall the event; requested a bucket or two ahead,
+    /// dozens of them arrive at once while the events before them run.
+    fn prefetch(&self, env: &Env<O>) {
+        for e in self.queue.bucket_ahead(STATE_AHEAD) {
+            let p = e.event.peer();
+            if env.alive(p) {
+                let at = (&raw const self.states[p as usize / SHARDS]).cast::<u8>();
+                for line in 0..STATE_LINES {
+                    prefetch::line(at.wrapping_add(64 * line));
+                }
+            }
+        }
+        if let Some(hook) = env.prefetch_hook {
+            for e in self.queue.bucket_ahead(1) {
+                if let Some(o) = self.state(env, e.event.peer()) {
+                    for at in hook(o) {
+                        prefetch::line(at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Draws whether something is lost at rate `p` (no draw when 0).
+    fn lost(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    /// Whether our peer `a` and `b` are connected: an arc either way (in
+    /// `a`'s own mirrors), or a join connection.
+    fn connected(&self, env: &Env<O>, a: u32, b: u32) -> bool {
+        if a == b {
+            return false;
+        }
+        if let Some(o) = self.state(env, a)
+            && (o.outview().contains(&b) || o.inview().contains(&b))
+        {
+            return true;
+        }
+        env.linked(a, b, self.now)
+    }
+
+    fn deliver(&mut self, env: &Env<O>, peer: u32, input: Input<u32, O::Timer>) {
+        if !env.alive(peer) {
+            return;
+        }
+        self.counters.inputs += 1;
+        let overlay = &mut self.states[peer as usize / SHARDS];
+        overlay.handle(env.base + Duration::from_micros(self.now), input);
+        let mut buf = std::mem::take(&mut self.outbuf);
+        while let Some(out) = overlay.poll_output() {
+            buf.push(out);
+        }
+        for out in buf.drain(..) {
+            self.route(env, peer, out);
+        }
+        self.outbuf = buf;
+    }
+
+    fn route(&mut self, env: &Env<O>, at: u32, output: Output<u32, O::Timer>) {
+        match output {
+            Output::Send { to, payload } => {
+                if !env.alive(to) || !self.connected(env, at, to) {
+                    self.counters.undeliverable += 1;
+                } else if self.lost(env.message_loss) {
+                    self.counters.messages_lost += 1;
+                } else {
+                    let t = self.now + env.hop(at, to);
+                    let kind = Kind::Message {
+                        from: at,
+                        to,
+                        payload,
+                    };
+                    self.schedule(t, kind);
+                }
+            }
+            Output::OpenArc { to } => {
+                let t = self.now + env.hop(at, to);
+                if env.alive(to) && self.connected(env, at, to) {
+                    self.opening += 1;
+                    self.schedule(t, Kind::OpenOut { from: at, to });
+                    self.schedule(t, Kind::OpenIn { from: at, to });
+                } else {
+                    self.schedule(t, Kind::ConnectFailed { peer: at, to });
+                }
+            }
+            Output::CloseArc { to } => {
+                let t = self.now + env.hop(at, to);
+                self.closing += 1;
+                self.schedule(t, Kind::CloseOut { from: at, to });
+                self.schedule(t, Kind::CloseIn { from: at, to });
+            }
+            Output::Bridge { from, to } => self.route_bridge(env, at, from, to),
+            Output::SetTimer { at: when, timer } => {
+                let t = micros(when.saturating_duration_since(env.base)).max(self.now);
+                self.schedule(t, Kind::Timer { peer: at, timer });
+            }
+            Output::StateChanged(_) => {}
+        }
+    }
+
+    fn route_bridge(&mut self, env: &Env<O>, via: u32, from: u32, to: u32) {
+        let order = self.now + env.hop(via, from);
+        if !env.alive(from) || !self.connected(env, via, from) {
+            self.schedule(order, Kind::BridgeFailed { via, from, to });
+            return;
+        }
+        let reachable =
+            from != to && (to == via || (env.alive(to) && self.connected(env, via, to)));
+        if !reachable {
+            self.schedule(order, Kind::ConnectFailed { peer: from, to });
+            self.schedule(order, Kind::BridgeFailed { via, from, to });
+            return;
+        }
+        self.opening += 1;
+        self.schedule(order, Kind::BridgeOrder { via, from, to });
+    }
+
+    /// `from` got `via`'s order at `now`: the arc opens one hop later if the
+    /// two are connected already, else after an offer and an answer relayed
+    /// by `via` (four hops, each lost at [`Config::loss`]).
+    fn bridge_order(&mut self, env: &Env<O>, via: u32, from: u32, to: u32) {
+        if !env.alive(from) {
+            self.opening -= 1;
+            let t = self.now + env.hop(from, via);
+            self.schedule(t, Kind::BridgeFailed { via, from, to });
+            return;
+        }
+        let direct = to == via || self.connected(env, from, to);
+        let t = if direct {
+            self.now + env.hop(from, to)
+        } else {
+            self.now + 2 * (env.hop(from, via) + env.hop(via, to))
+        };
+        let mut lost = false;
+        if !direct {
+            for _ in 0..4 {
+                lost |= self.lost(env.loss);
+            }
+        }
+        if lost {
+            self.opening -= 1;
+            self.counters.lost += 1;
+            self.schedule(t, Kind::ConnectFailed { peer: from, to });
+            self.schedule(t, Kind::BridgeFailed { via, from, to });
+        } else {
+            let signaled = !direct;
+            self.schedule(
+                t,
+                Kind::BridgeOut {
+                    via,
+                    from,
+                    to,
+                    signaled,
+                },
+            );
+            self.schedule(
+                t,
+                Kind::BridgeIn {
+                    via,
+                    from,
+                    to,
+                    signaled,
+                },
+            );
+        }
+    }
+
+    fn process(&mut self, env: &Env<O>, kind: Kind<O::Timer>) {
+        match kind {
+            Kind::Message { from, to, payload } => {
+                if env.alive(to) {
+                    self.counters.messages += 1;
+                    self.deliver(env, to, Input::Message { from, payload });
+                } else {
+                    self.counters.undeliverable += 1;
+                }
+            }
+            Kind::OpenOut { from, to } => {
+                self.opening -= 1;
+                if !env.alive(from) {
+                } else if env.alive(to) {
+                    self.counters.arcs_opened += 1;
+                    let input = Input::ArcOpened {
+                        peer: to,
+                        direction: Direction::Outgoing,
+                    };
+                    self.deliver(env, from, input);
+                } else {
+                    self.connect_failed(env, from, to);
+                }
+            }
+            Kind::OpenIn { from, to } => {
+                if env.alive(from) {
+                    let input = Input::ArcOpened {
+                        peer: from,
+                        direction: Direction::Incoming,
+                    };
+                    self.deliver(env, to, input);
+                }
+            }
+            Kind::CloseOut { from, to } => {
+                self.closing -= 1;
+                let held = self
+                    .state(env, from)
+                    .is_some_and(|o| o.outview().contains(&to));
+                if held {
+                    self.counters.arcs_closed += 1;
+                    let input = Input::ArcClosed {
+                        peer: to,
+                        direction: Direction::Outgoing,
+                        reason: ArcCloseReason::Closed,
+                    };
+                    self.deliver(env, from, input);
+                } else if env.alive(from) {
+                    self.counters.spurious_closes += 1;
+                }
+            }
+            Kind::CloseIn { from, to } => {
+                // The mirror of `CloseOut`: `from` alive held the arc iff we
+                // hold its incoming end.
+                let held = env.alive(from)
+                    && self
+                        .state(env, to)
+                        .is_some_and(|o| o.inview().contains(&from));
+                if held {
+                    let input = Input::ArcClosed {
+                        peer: from,
+                        direction: Direction::Incoming,
+                        reason: ArcCloseReason::Closed,
+                    };
+                    self.deliver(env, to, input);
+                }
+            }
+            Kind::BridgeOrder { via, from, to } => self.bridge_order(env, via, from, to),
+            Kind::BridgeOut {
+                via,
+                from,
+                to,
+                signaled,
+            } => {
+                self.opening -= 1;
+                if bridge_holds(env, via, from, to, signaled) {
+                    self.counters.bridges += 1;
+                    self.counters.arcs_opened += 1;
+                    let input = Input::ArcOpened {
+                        peer: to,
+                        direction: Direction::Outgoing,
+                    };
+                    self.deliver(env, from, input);
+                } else {
+                    self.connect_failed(env, from, to);
+                    let t = self.now + env.hop(from, via);
+                    self.schedule(t, Kind::BridgeFailed { via, from, to });
+                }
+            }
+            Kind::BridgeIn {
+                via,
+                from,
+                to,
+                signaled,
+            } => {
+                if bridge_holds(env, via, from, to, signaled) {
+                    let input = Input::ArcOpened {
+                        peer: from,
+                        direction: Direction::Incoming,
+                    };
+                    self.deliver(env, to, input);
+                }
+            }
+            Kind::BridgeFailed { via, from, to } => {
+                self.counters.bridge_failures += 1;
+                let input = Input::BridgeFailed {
+                    from,
+                    to,
+                    reason: "bridge failed".into(),
+                };
+                self.deliver(env, via, input);
+            }
+            Kind::ConnectFailed { peer, to } => self.connect_failed(env, peer, to),
+            Kind::Timer { peer, timer } => self.deliver(env, peer, Input::Timer(timer)),
+            Kind::Detect { peer, dead } => {
+                let Some(o) = self.state(env, peer) else {
+                    return;
+                };
+                let (outs, ins) = (o.outview().count(&dead), o.inview().count(&dead));
+                for (n, direction) in [(outs, Direction::Outgoing), (ins, Direction::Incoming)] {
+                    for _ in 0..n {
+                        self.counters.arcs_closed += 1;
+                        let input = Input::ArcClosed {
+                            peer: dead,
+                            direction,
+                            reason: ArcCloseReason::PeerDown("crashed".into()),
+                        };
+                        self.deliver(env, peer, input);
+                    }
+                }
+            }
+            Kind::Join { peer, contact } => self.deliver(env, peer, Input::Join { contact }),
+            Kind::Leave { peer } => self.deliver(env, peer, Input::Leave),
+        }
+    }
+
+    fn connect_failed(&mut self, env: &Env<O>, peer: u32, to: u32) {
+        if env.alive(peer) {
+            self.counters.connect_failures += 1;
+            let input = Input::ConnectFailed {
+                peer: to,
+                reason: "unreachable".into(),
+            };
+            self.deliver(env, peer, input);
+        }
+    }
+}
+
+/// Whether a bridged arc opens: both ends up, and `via` too if the
+/// handshake went through it. Both sides decide alike (liveness changes
+/// only between windows).
+fn bridge_holds<O>(env: &Env<O>, via: u32, from: u32, to: u32, signaled: bool) -> bool {
+    env.alive(from) && env.alive(to) && (!signaled || env.alive(via))
+}
 
 /// A simulated network of overlays `O` over peer ids `0..n` (`u32`).
 ///
@@ -194,98 +802,109 @@ type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
 ///   `ConnectFailed`.
 /// - `CloseArc { to }`: `ArcClosed(Closed)` on both sides after one hop.
 /// - `Bridge { from, to }` by `via`: if `from` is a live neighbour of `via`
-///   and `to` is `via` or a live neighbour, `from` gets an arc to `to` after
-///   the order hop, plus four signaling hops through `via` when `from` and
-///   `to` are not yet connected. Otherwise `via` gets `BridgeFailed`, and
-///   `from` gets `ConnectFailed` if it took the order but could not reach `to`.
-///   Each signaling hop is lost at rate [`Config::loss`]; a bridge that loses
-///   one ends as one that could not reach `to`.
+///   and `to` is `via` or a live neighbour, the order reaches `from` after a
+///   hop; the arc then opens on both sides one hop later if `from` and `to`
+///   are connected already, else after an offer and an answer relayed by
+///   `via` (four hops). Otherwise `via` gets `BridgeFailed`, and `from` gets
+///   `ConnectFailed` if it took the order but could not reach `to` (a peer
+///   gone meanwhile, `via` gone during the handshake). Each signaling hop is
+///   lost at rate [`Config::loss`]; a bridge that loses one ends as one that
+///   could not reach `to`.
 /// - `SetTimer` fires `Input::Timer` at its instant.
 /// - A crash removes the peer at once; after [`Config::detection_delay`]
 ///   each neighbour gets `ArcClosed(PeerDown)` once per arc occurrence it
 ///   still has with it, in both directions.
 ///
 /// Connectivity is decided when an output is emitted (a connection lingers
-/// that long); arcs are created and removed on both sides at the same event,
-/// so the overlays' arc mirrors are the truth the simulator reads.
+/// that long); an arc is created and removed on both sides at the same
+/// instant, so that between calls the overlays' arc mirrors are the truth
+/// the simulator reads.
+///
+/// # Shards and threads
+///
+/// Peers are split into [`SHARDS`] shards (`p % SHARDS`), each with its own
+/// event queue and RNG; every event is for one peer, and what touches two
+/// peers is two events at the same instant. A message or arc change for
+/// another peer takes at least the shortest hop, so time runs in windows of
+/// that length: within one, shards share nothing but read-only tables
+/// (liveness, join connections) and run at once on [`Config::threads`]
+/// threads; between windows, events for other shards are handed over.
+/// Events at the same instant run in scheduling order within a shard. A
+/// seed reproduces a run exactly whatever the thread count.
 pub struct Sim<O: Overlay<u32>> {
     config: Config,
     factory: Factory<O>,
-    base: Instant,
     now: u64,
-    seq: u64,
-    queue: Calendar<Kind<O::Timer>>,
-    /// Every peer's state, live or not (a crashed peer's is replaced by a
-    /// fresh one from the factory, so that its memory goes): whether a peer is
-    /// alive is read in `alive_bits`, which stays in the cache, never here.
-    peers: Vec<O>,
-    /// Join connection per peer: (contact, until).
-    links: Vec<(u32, u64)>,
+    threads: usize,
+    detection_delay: u64,
+    linger: u64,
+    env: Env<O>,
+    shards: Vec<Shard<O>>,
+    /// Events handed from shard `s` to shard `d` wait in `mail[d * SHARDS + s]`
+    /// between windows.
+    mail: Vec<Vec<Entry<Kind<O::Timer>>>>,
+    peers: usize,
     alive: Vec<u32>,
     alive_pos: Vec<u32>,
-    /// One bit per peer: alive. Checked for the recipient of every output,
-    /// it stays in the cache where `alive_pos` or the states would not.
-    alive_bits: Vec<u64>,
-    /// One bit per peer: has a join connection (`links`) that may be up.
-    link_bits: Vec<u64>,
     /// Join connections by expiry, to clear their bits: `(until, peer)`.
     expiring: std::collections::VecDeque<(u64, u32)>,
     rng: SimRng,
-    outbuf: Vec<Output<u32, O::Timer>>,
-    /// Gives the overlay's hot heap buffers (see [`Sim::set_prefetch`]).
-    prefetch_hook: Option<fn(&O) -> [*const u8; 4]>,
-    counters: Counters,
-    opening: u64,
-    closing: u64,
+    crashes: u64,
 }
 
 impl<O: Overlay<u32>> fmt::Debug for Sim<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sim")
             .field("now_us", &self.now)
-            .field("peers", &self.peers.len())
+            .field("peers", &self.peers)
             .field("alive", &self.alive.len())
-            .field("pending_events", &self.queue.len())
-            .field("counters", &self.counters)
+            .field("threads", &self.threads)
+            .field("pending_events", &self.pending_events())
+            .field("counters", &self.counters())
             .finish_non_exhaustive()
     }
 }
 
-/// Bit `i` of a bitmap.
-fn bit(bits: &[u64], i: u32) -> bool {
-    bits.get(i as usize / 64)
-        .is_some_and(|w| w & (1 << (i % 64)) != 0)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-impl<O: Overlay<u32>> Sim<O> {
+impl<O: Overlay<u32> + Send> Sim<O>
+where
+    O::Timer: Send,
+{
     /// An empty network; `factory(id, seed)` builds peer `id`'s overlay with
     /// the RNG seed derived for it from [`Config::seed`].
     pub fn new(config: Config, factory: impl FnMut(u32, u64) -> O + 'static) -> Self {
-        let rng = SimRng::seed_from(mix(config.seed ^ 0x5eed));
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+        .clamp(1, SHARDS);
         Self {
-            config,
+            config: config.clone(),
             factory: Box::new(factory),
-            base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: Calendar::new(),
-            peers: Vec::new(),
-            links: Vec::new(),
+            threads,
+            detection_delay: micros(config.detection_delay),
+            linger: micros(config.linger),
+            env: Env {
+                seed: config.seed,
+                latency: config.latency,
+                loss: config.loss,
+                message_loss: config.message_loss,
+                base: Instant::now(),
+                alive_bits: Vec::new(),
+                links: Vec::new(),
+                link_bits: Vec::new(),
+                prefetch_hook: None,
+            },
+            shards: (0..SHARDS as u32)
+                .map(|i| Shard::new(i, config.seed))
+                .collect(),
+            mail: (0..SHARDS * SHARDS).map(|_| Vec::new()).collect(),
+            peers: 0,
             alive: Vec::new(),
             alive_pos: Vec::new(),
-            alive_bits: Vec::new(),
-            link_bits: Vec::new(),
             expiring: std::collections::VecDeque::new(),
-            rng,
-            outbuf: Vec::new(),
-            prefetch_hook: None,
-            counters: Counters::default(),
-            opening: 0,
-            closing: 0,
+            rng: SimRng::seed_from(mix(config.seed ^ 0x5eed)),
+            crashes: 0,
         }
     }
 
@@ -301,9 +920,21 @@ impl<O: Overlay<u32>> Sim<O> {
         Duration::from_micros(self.now)
     }
 
-    /// Counters so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// Threads that run the shards (see [`Config::threads`]).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Counters so far, summed over the shards.
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters {
+            crashes: self.crashes,
+            ..Counters::default()
+        };
+        for s in &self.shards {
+            c.add(&s.counters);
+        }
+        c
     }
 
     /// Arc changes on their way: `(opening, closing)`, the `OpenArc` and
@@ -312,22 +943,26 @@ impl<O: Overlay<u32>> Sim<O> {
     /// of a busy network is invariant only counted with these:
     /// `arcs_out + opening − closing`.
     pub fn arcs_in_flight(&self) -> (u64, u64) {
-        (self.opening, self.closing)
+        let opening: i64 = self.shards.iter().map(|s| s.opening).sum();
+        let closing: i64 = self.shards.iter().map(|s| s.closing).sum();
+        (opening.max(0) as u64, closing.max(0) as u64)
     }
 
     /// Events waiting.
     pub fn pending_events(&self) -> usize {
-        self.queue.len()
+        let queued: usize = self.shards.iter().map(|s| s.queue.len()).sum();
+        let mailed: usize = self.mail.iter().map(Vec::len).sum();
+        queued + mailed
     }
 
     /// Peers ever added (live or not).
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.peers
     }
 
     /// Whether no peer was ever added.
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.peers == 0
     }
 
     /// Live peers, in no particular order.
@@ -337,31 +972,27 @@ impl<O: Overlay<u32>> Sim<O> {
 
     /// Whether `peer` exists and has not crashed.
     pub fn is_alive(&self, peer: u32) -> bool {
-        self.bit_alive(peer)
-    }
-
-    /// Whether `peer` is alive, from one bit per peer: checked for every
-    /// input and every output's recipient, the bitmap stays in the cache
-    /// where the states (hundreds of bytes each) would not.
-    fn bit_alive(&self, peer: u32) -> bool {
-        bit(&self.alive_bits, peer)
+        self.env.alive(peer)
     }
 
     /// The overlay of a live peer.
     pub fn overlay(&self, peer: u32) -> Option<&O> {
-        self.bit_alive(peer).then(|| &self.peers[peer as usize])
+        self.shards[peer as usize % SHARDS].state(&self.env, peer)
     }
 
     /// The overlay of a live peer, mutably (e.g. to call `peers(k)`).
     pub fn overlay_mut(&mut self, peer: u32) -> Option<&mut O> {
-        self.bit_alive(peer).then(|| &mut self.peers[peer as usize])
+        if !self.env.alive(peer) {
+            return None;
+        }
+        Some(&mut self.shards[peer as usize % SHARDS].states[peer as usize / SHARDS])
     }
 
     /// Measures the overlay now (see [`stats`]).
     pub fn snapshot(&self) -> Snapshot {
         stats::snapshot(
             self.now(),
-            self.peers.len(),
+            self.peers,
             |id| self.overlay(id).map(|o| o.outview()),
             |id| self.overlay(id).map(|o| o.inview()),
         )
@@ -374,7 +1005,7 @@ impl<O: Overlay<u32>> Sim<O> {
     /// their cache misses overlap with work. Only speed depends on it; the
     /// addresses are never read through.
     pub fn set_prefetch(&mut self, hook: fn(&O) -> [*const u8; 4]) {
-        self.prefetch_hook = Some(hook);
+        self.env.prefetch_hook = Some(hook);
     }
 
     /// A live peer drawn uniformly with the simulator's RNG.
@@ -392,25 +1023,38 @@ impl<O: Overlay<u32>> Sim<O> {
 
     /// Adds a live peer that is in no overlay yet; returns its id.
     pub fn add_peer(&mut self) -> u32 {
-        let id = u32::try_from(self.peers.len()).expect("fewer than 2^32 peers");
+        let id = u32::try_from(self.peers).expect("fewer than 2^32 peers");
         assert!(id != NONE, "peer ids exhausted");
-        let seed = mix(self.config.seed ^ mix(u64::from(id)));
-        self.peers.push((self.factory)(id, seed));
-        self.links.push((NONE, 0));
+        let seed = mix(self.env.seed ^ mix(u64::from(id)));
+        let state = (self.factory)(id, seed);
+        self.shards[id as usize % SHARDS].states.push(state);
+        self.peers += 1;
+        self.env.links.push((NONE, 0));
         self.alive_pos.push(self.alive.len() as u32);
         if id % 64 == 0 {
-            self.alive_bits.push(0);
-            self.link_bits.push(0);
+            self.env.alive_bits.push(0);
+            self.env.link_bits.push(0);
         }
-        self.alive_bits[id as usize / 64] |= 1 << (id % 64);
+        self.env.alive_bits[id as usize / 64] |= 1 << (id % 64);
         self.alive.push(id);
         id
+    }
+
+    /// Queues `kind` for its peer's shard, from outside any window.
+    fn schedule(&mut self, at: u64, kind: Kind<O::Timer>) {
+        self.shards[kind.peer() as usize % SHARDS].schedule(at, kind);
     }
 
     /// `peer` joins through `contact` now: they get a connection (for
     /// [`Config::linger`]) and `peer` gets `Input::Join`.
     pub fn join(&mut self, peer: u32, contact: u32) {
-        self.schedule(self.now, Kind::Join { peer, contact });
+        if self.is_alive(peer) && self.is_alive(contact) && peer != contact {
+            let until = self.now + self.linger;
+            self.env.links[peer as usize] = (contact, until);
+            self.env.link_bits[peer as usize / 64] |= 1 << (peer % 64);
+            self.expiring.push_back((until, peer));
+            self.schedule(self.now, Kind::Join { peer, contact });
+        }
     }
 
     /// `peer` leaves gracefully now (`Input::Leave`); it stays alive.
@@ -421,21 +1065,22 @@ impl<O: Overlay<u32>> Sim<O> {
     /// `peer` crashes now: it disappears, and its neighbours notice after
     /// [`Config::detection_delay`].
     pub fn crash(&mut self, peer: u32) {
-        if !self.bit_alive(peer) {
+        if !self.is_alive(peer) {
             return;
         }
         // Its memory goes; the fresh state stands in its slot, never fed.
         let empty = (self.factory)(peer, 0);
-        let overlay = std::mem::replace(&mut self.peers[peer as usize], empty);
-        self.counters.crashes += 1;
+        let slot = &mut self.shards[peer as usize % SHARDS].states[peer as usize / SHARDS];
+        let overlay = std::mem::replace(slot, empty);
+        self.crashes += 1;
         let pos = self.alive_pos[peer as usize] as usize;
         self.alive.swap_remove(pos);
         if let Some(&moved) = self.alive.get(pos) {
             self.alive_pos[moved as usize] = pos as u32;
         }
         self.alive_pos[peer as usize] = NONE;
-        self.alive_bits[peer as usize / 64] &= !(1 << (peer % 64));
-        let at = self.now + micros(self.config.detection_delay);
+        self.env.alive_bits[peer as usize / 64] &= !(1 << (peer % 64));
+        let at = self.now + self.detection_delay;
         let mut neighbours: Vec<u32> = overlay
             .outview()
             .peers()
@@ -466,354 +1111,180 @@ impl<O: Overlay<u32>> Sim<O> {
         self.run_until_us(micros(t));
     }
 
+    /// Processes the events of the next window (see the type's docs), from
+    /// the earliest pending event; returns `false` if there was none.
+    pub fn step(&mut self) -> bool {
+        self.collect_mail();
+        for (d, shard) in self.shards.iter_mut().enumerate() {
+            deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
+        }
+        let next = self
+            .shards
+            .iter_mut()
+            .filter_map(|s| s.queue.next_at(u64::MAX))
+            .min();
+        let Some(t) = next else {
+            return false;
+        };
+        let width = self.env.min_hop().max(1);
+        self.run_until_us(t.max(self.now).saturating_add(width - 1));
+        true
+    }
+
+    /// Runs windows of the shortest hop until `until`: all shards run the
+    /// events of a window, then hand over what they scheduled for others.
     fn run_until_us(&mut self, until: u64) {
-        while self.step_until(until) {}
+        let width = self.env.min_hop().max(1);
+        let windows = until.saturating_sub(self.now) / width;
+        if self.threads > 1
+            && self.peers >= self.config.parallel_from
+            && windows >= PARALLEL_WINDOWS
+        {
+            self.expire_links(self.now);
+            self.parallel(until);
+            self.now = until;
+            return;
+        }
+        let mut start = self.now;
+        loop {
+            // Hand over what the last window scheduled for others, then
+            // skip stretches without events (timers far apart, a small
+            // network): from the earliest event on.
+            self.collect_mail();
+            for (shard, mail) in self.shards.iter_mut().zip(self.mail.chunks_mut(SHARDS)) {
+                deliver_mail(shard, mail);
+            }
+            let next = self
+                .shards
+                .iter_mut()
+                .filter_map(|s| s.queue.next_at(until))
+                .min();
+            match next {
+                Some(t) => start = start.max(t),
+                None => break,
+            }
+            if start > until {
+                break;
+            }
+            let end = start.saturating_add(width - 1).min(until);
+            self.expire_links(start);
+            for shard in &mut self.shards {
+                shard.run(&self.env, end);
+            }
+            start = end + 1;
+            if end == until {
+                break;
+            }
+        }
+        self.collect_mail();
+        for (d, shard) in self.shards.iter_mut().enumerate() {
+            deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
+            shard.now = shard.now.max(until);
+        }
         self.now = self.now.max(until);
     }
 
-    /// Processes the next event; returns `false` if there was none.
-    pub fn step(&mut self) -> bool {
-        self.step_until(u64::MAX)
+    /// [`Sim::run_until_us`] on [`Sim::threads`] threads, each running a
+    /// group of shards through windows `[start, start + width)` from now to
+    /// `until`, meeting at a barrier after each. A window's events for
+    /// other shards land at its end or later (every hop is at least the
+    /// width), so a shard runs a window once it has its mail from the
+    /// previous one; mail from the window being run may arrive early too,
+    /// and waits in the queue like any later event. A window with no event
+    /// costs a barrier; the windows do not depend on the events, so the
+    /// results match the one-thread path's.
+    fn parallel(&mut self, until: u64) {
+        let width = self.env.min_hop().max(1);
+        let first = self.now;
+        // As in `mail`: slot `d * SHARDS + s` from shard `s` to shard `d`.
+        let boxes: Vec<Mutex<Mail<O::Timer>>> = self.mail.drain(..).map(Mutex::new).collect();
+        let per = SHARDS.div_ceil(self.threads);
+        let groups = SHARDS.div_ceil(per);
+        let barrier = SpinBarrier::new(groups);
+        let env = &self.env;
+        let (barrier, mail) = (&barrier, &boxes);
+        let run = move |shards: &mut [Shard<O>]| {
+            let _guard = BreakOnPanic(barrier);
+            let mut start = first;
+            while start <= until {
+                let end = start.saturating_add(width - 1).min(until);
+                for shard in shards.iter_mut() {
+                    let d = shard.index as usize;
+                    for s in 0..SHARDS {
+                        let mut slot = mail[d * SHARDS + s]
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        for e in slot.drain(..) {
+                            shard.queue.push(e.at, e.seq, e.event);
+                        }
+                    }
+                    shard.run(env, end);
+                    for (d, out) in shard.outbox.iter_mut().enumerate() {
+                        if !out.is_empty() {
+                            mail[d * SHARDS + shard.index as usize]
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .append(out);
+                        }
+                    }
+                }
+                if !barrier.wait() || end == until {
+                    break;
+                }
+                start = end + 1;
+            }
+        };
+        std::thread::scope(|scope| {
+            let mut chunks = self.shards.chunks_mut(per);
+            let mine = chunks.next();
+            for shards in chunks {
+                scope.spawn(move || run(shards));
+            }
+            if let Some(shards) = mine {
+                run(shards);
+            }
+        });
+        self.mail = boxes
+            .into_iter()
+            .map(|b| b.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        for (d, shard) in self.shards.iter_mut().enumerate() {
+            deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
+            shard.now = shard.now.max(until);
+        }
     }
 
-    /// Processes the next event if it is due at or before `until`.
-    fn step_until(&mut self, until: u64) -> bool {
-        self.prefetch();
-        let Some(event) = self.queue.pop_until(until) else {
-            return false;
-        };
-        self.now = self.now.max(event.at);
-        self.counters.events += 1;
+    /// Clears the bits of the join connections over before `now`.
+    fn expire_links(&mut self, now: u64) {
         while let Some(&(until, peer)) = self.expiring.front() {
-            if until >= self.now {
+            if until >= now {
                 break;
             }
             self.expiring.pop_front();
             // A peer that joined again has a later expiry, queued behind.
-            if self.links[peer as usize].1 < self.now {
-                self.link_bits[peer as usize / 64] &= !(1 << (peer % 64));
+            if self.env.links[peer as usize].1 < now {
+                self.env.link_bits[peer as usize / 64] &= !(1 << (peer % 64));
             }
         }
-        match event.event {
-            Kind::OpenArc { .. } | Kind::Bridge { .. } => self.opening -= 1,
-            Kind::CloseArc { .. } => self.closing -= 1,
-            _ => {}
-        }
-        self.process(event.event);
-        true
     }
 
-    // ----- the environment -----
-
-    /// Prefetches, without waiting, what the upcoming events will read:
-    /// the first two cache lines of the states of the peers of the event
-    /// [`STATE_AHEAD`] places ahead, and the heap buffers (through the hook
-    /// of [`Sim::set_prefetch`]) of the peers of the event [`HEAP_AHEAD`]
-    /// places ahead, whose states arrived meanwhile. Each event lands on
-    /// random peers whose states are out of the cache at 100k peers: loaded
-    /// when needed, every miss stalls the event; requested this far ahead,
-    /// they arrive while the events before them are processed.
-    fn prefetch(&self) {
-        let upcoming = self.queue.upcoming();
-        let n = upcoming.len();
-        if n > STATE_AHEAD {
-            let (a, b) = upcoming[n - 1 - STATE_AHEAD].event.peers();
-            for p in [a, b] {
-                if self.bit_alive(p) {
-                    let at = (&raw const self.peers[p as usize]).cast::<u8>();
-                    for line in 0..STATE_LINES {
-                        prefetch::line(at.wrapping_add(64 * line));
-                    }
-                }
-            }
-        }
-        if n > HEAP_AHEAD
-            && let Some(hook) = self.prefetch_hook
-        {
-            let (a, b) = upcoming[n - 1 - HEAP_AHEAD].event.peers();
-            for p in [a, b] {
-                if let Some(o) = self.overlay(p) {
-                    for at in hook(o) {
-                        prefetch::line(at);
-                    }
+    /// Moves every outbox into the mail slots (empty ones come back).
+    fn collect_mail(&mut self) {
+        for (s, shard) in self.shards.iter_mut().enumerate() {
+            for (d, out) in shard.outbox.iter_mut().enumerate() {
+                if !out.is_empty() {
+                    std::mem::swap(out, &mut self.mail[d * SHARDS + s]);
                 }
             }
         }
     }
+}
 
-    fn schedule(&mut self, at: u64, kind: Kind<O::Timer>) {
-        match kind {
-            Kind::OpenArc { .. } | Kind::Bridge { .. } => self.opening += 1,
-            Kind::CloseArc { .. } => self.closing += 1,
-            _ => {}
-        }
-        self.seq += 1;
-        self.queue.push(at, self.seq, kind);
-    }
-
-    /// One-way delay of the link between `a` and `b`.
-    fn hop(&self, a: u32, b: u32) -> u64 {
-        match self.config.latency {
-            Latency::Fixed(d) => micros(d),
-            Latency::Uniform { min, max } => {
-                let (lo, hi) = (micros(min), micros(max));
-                if hi <= lo {
-                    return lo;
-                }
-                let link = (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
-                lo + mix(self.config.seed ^ mix(link)) % (hi - lo + 1)
-            }
-        }
-    }
-
-    /// Draws whether something is lost at rate `p` (no draw when 0, so that
-    /// loss-free runs use the simulator's RNG as before).
-    fn lost(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.random::<f64>() < p
-    }
-
-    fn connected(&self, a: u32, b: u32) -> bool {
-        if a == b {
-            return false;
-        }
-        // `a` is mostly the peer whose outputs are routed: its views are in
-        // the cache, the join connections rarely matter.
-        if let Some(o) = self.overlay(a)
-            && (o.outview().contains(&b) || o.inview().contains(&b))
-        {
-            return true;
-        }
-        let linked = |x: u32, y: u32| {
-            bit(&self.link_bits, x) && {
-                let (peer, until) = self.links[x as usize];
-                peer == y && until >= self.now
-            }
-        };
-        linked(a, b) || linked(b, a)
-    }
-
-    fn deliver(&mut self, peer: u32, input: Input<u32, O::Timer>) {
-        if !self.bit_alive(peer) {
-            return;
-        }
-        self.counters.inputs += 1;
-        let overlay = &mut self.peers[peer as usize];
-        overlay.handle(self.base + Duration::from_micros(self.now), input);
-        let mut buf = std::mem::take(&mut self.outbuf);
-        while let Some(out) = overlay.poll_output() {
-            buf.push(out);
-        }
-        for out in buf.drain(..) {
-            self.route(peer, out);
-        }
-        self.outbuf = buf;
-    }
-
-    fn route(&mut self, at: u32, output: Output<u32, O::Timer>) {
-        match output {
-            Output::Send { to, payload } => {
-                if !self.is_alive(to) || !self.connected(at, to) {
-                    self.counters.undeliverable += 1;
-                } else if self.lost(self.config.message_loss) {
-                    self.counters.messages_lost += 1;
-                } else {
-                    let t = self.now + self.hop(at, to);
-                    self.schedule(
-                        t,
-                        Kind::Message {
-                            from: at,
-                            to,
-                            payload,
-                        },
-                    );
-                }
-            }
-            Output::OpenArc { to } => {
-                let t = self.now + self.hop(at, to);
-                if self.is_alive(to) && self.connected(at, to) {
-                    self.schedule(t, Kind::OpenArc { from: at, to });
-                } else {
-                    self.schedule(t, Kind::ConnectFailed { peer: at, to });
-                }
-            }
-            Output::CloseArc { to } => {
-                let t = self.now + self.hop(at, to);
-                self.schedule(t, Kind::CloseArc { from: at, to });
-            }
-            Output::Bridge { from, to } => self.route_bridge(at, from, to),
-            Output::SetTimer { at: when, timer } => {
-                let t = micros(when.saturating_duration_since(self.base)).max(self.now);
-                self.schedule(t, Kind::Timer { peer: at, timer });
-            }
-            Output::StateChanged(_) => {}
-        }
-    }
-
-    fn route_bridge(&mut self, via: u32, from: u32, to: u32) {
-        let order = self.now + self.hop(via, from);
-        if !self.is_alive(from) || !self.connected(via, from) {
-            self.schedule(order, Kind::BridgeFailed { via, from, to });
-            return;
-        }
-        let reachable = from != to && (to == via || (self.is_alive(to) && self.connected(via, to)));
-        if !reachable {
-            self.schedule(order, Kind::ConnectFailed { peer: from, to });
-            self.schedule(order, Kind::BridgeFailed { via, from, to });
-            return;
-        }
-        let mut t = order;
-        let mut lost = false;
-        if to != via && !self.connected(from, to) {
-            // Offer from → via → to, answer to → via → from.
-            t += 2 * (self.hop(from, via) + self.hop(via, to));
-            for _ in 0..4 {
-                lost |= self.lost(self.config.loss);
-            }
-        }
-        if lost {
-            self.counters.lost += 1;
-            self.schedule(t, Kind::ConnectFailed { peer: from, to });
-            self.schedule(t, Kind::BridgeFailed { via, from, to });
-        } else {
-            self.schedule(t, Kind::Bridge { via, from, to });
-        }
-    }
-
-    fn open(&mut self, from: u32, to: u32) {
-        self.counters.arcs_opened += 1;
-        self.deliver(
-            from,
-            Input::ArcOpened {
-                peer: to,
-                direction: Direction::Outgoing,
-            },
-        );
-        self.deliver(
-            to,
-            Input::ArcOpened {
-                peer: from,
-                direction: Direction::Incoming,
-            },
-        );
-    }
-
-    fn process(&mut self, kind: Kind<O::Timer>) {
-        match kind {
-            Kind::Message { from, to, payload } => {
-                if self.is_alive(to) {
-                    self.counters.messages += 1;
-                    self.deliver(to, Input::Message { from, payload });
-                } else {
-                    self.counters.undeliverable += 1;
-                }
-            }
-            Kind::OpenArc { from, to } => {
-                if !self.is_alive(from) {
-                } else if self.is_alive(to) {
-                    self.open(from, to);
-                } else {
-                    self.connect_failed(from, to);
-                }
-            }
-            Kind::CloseArc { from, to } => {
-                let held = self
-                    .overlay(from)
-                    .is_some_and(|o| o.outview().contains(&to));
-                if !held {
-                    if self.is_alive(from) {
-                        self.counters.spurious_closes += 1;
-                    }
-                    return;
-                }
-                self.counters.arcs_closed += 1;
-                let reason = ArcCloseReason::Closed;
-                self.deliver(
-                    from,
-                    Input::ArcClosed {
-                        peer: to,
-                        direction: Direction::Outgoing,
-                        reason: reason.clone(),
-                    },
-                );
-                self.deliver(
-                    to,
-                    Input::ArcClosed {
-                        peer: from,
-                        direction: Direction::Incoming,
-                        reason,
-                    },
-                );
-            }
-            Kind::Bridge { via, from, to } => {
-                if !self.is_alive(from) {
-                    self.bridge_failed(via, from, to);
-                } else if !self.is_alive(to)
-                    || (!self.is_alive(via) && to != via && !self.connected(from, to))
-                {
-                    self.connect_failed(from, to);
-                    self.bridge_failed(via, from, to);
-                } else {
-                    self.counters.bridges += 1;
-                    self.open(from, to);
-                }
-            }
-            Kind::BridgeFailed { via, from, to } => self.bridge_failed(via, from, to),
-            Kind::ConnectFailed { peer, to } => self.connect_failed(peer, to),
-            Kind::Timer { peer, timer } => self.deliver(peer, Input::Timer(timer)),
-            Kind::Detect { peer, dead } => {
-                let Some(o) = self.overlay(peer) else { return };
-                let (outs, ins) = (o.outview().count(&dead), o.inview().count(&dead));
-                for (n, direction) in [(outs, Direction::Outgoing), (ins, Direction::Incoming)] {
-                    for _ in 0..n {
-                        self.counters.arcs_closed += 1;
-                        self.deliver(
-                            peer,
-                            Input::ArcClosed {
-                                peer: dead,
-                                direction,
-                                reason: ArcCloseReason::PeerDown("crashed".into()),
-                            },
-                        );
-                    }
-                }
-            }
-            Kind::Join { peer, contact } => {
-                if self.is_alive(peer) && self.is_alive(contact) && peer != contact {
-                    let until = self.now + micros(self.config.linger);
-                    self.links[peer as usize] = (contact, until);
-                    self.link_bits[peer as usize / 64] |= 1 << (peer % 64);
-                    self.expiring.push_back((until, peer));
-                    self.deliver(peer, Input::Join { contact });
-                }
-            }
-            Kind::Leave { peer } => self.deliver(peer, Input::Leave),
-        }
-    }
-
-    fn connect_failed(&mut self, peer: u32, to: u32) {
-        if self.is_alive(peer) {
-            self.counters.connect_failures += 1;
-            self.deliver(
-                peer,
-                Input::ConnectFailed {
-                    peer: to,
-                    reason: "unreachable".into(),
-                },
-            );
-        }
-    }
-
-    fn bridge_failed(&mut self, via: u32, from: u32, to: u32) {
-        self.counters.bridge_failures += 1;
-        if self.is_alive(via) {
-            self.deliver(
-                via,
-                Input::BridgeFailed {
-                    from,
-                    to,
-                    reason: "bridge failed".into(),
-                },
-            );
+/// Puts the events mailed to `shard` (one slot per sender) in its queue.
+fn deliver_mail<O: Overlay<u32>>(shard: &mut Shard<O>, mail: &mut [Vec<Entry<Kind<O::Timer>>>]) {
+    for slot in mail {
+        for e in slot.drain(..) {
+            shard.queue.push(e.at, e.seq, e.event);
         }
     }
 }

@@ -7,9 +7,18 @@ use n2n_sim::stats::Snapshot;
 use n2n_sim::{Config, Counters, Sim, SimRng};
 
 fn run(seed: u64) -> (Snapshot, Counters, Vec<Vec<u32>>) {
+    run_on(seed, 1)
+}
+
+/// The run of `seed` on `threads` threads (even this small network: the
+/// threshold for threads is lowered to 0).
+fn run_on(seed: u64, threads: usize) -> (Snapshot, Counters, Vec<Vec<u32>>) {
     let config = Config {
         seed,
         loss: 0.01,
+        message_loss: 0.001,
+        threads,
+        parallel_from: 0,
         ..Config::default()
     };
     let mut sim = Sim::new(config, |id, seed| {
@@ -38,7 +47,8 @@ fn run(seed: u64) -> (Snapshot, Counters, Vec<Vec<u32>>) {
                 .unwrap_or_default()
         })
         .collect();
-    (sim.snapshot(), sim.counters().clone(), views)
+    assert_eq!(sim.threads(), threads);
+    (sim.snapshot(), sim.counters(), views)
 }
 
 #[test]
@@ -49,4 +59,14 @@ fn same_seed_same_run() {
     assert!(a.1.lost > 0 && a.1.crashes == 3, "{:?}", a.1);
     let c = run(43);
     assert_ne!(a.2, c.2, "another seed, other views");
+}
+
+/// The shards run on threads between meetings; what each computes depends
+/// only on the events, never on which thread runs it or when.
+#[test]
+fn threads_change_nothing() {
+    let one = run_on(9, 1);
+    assert_eq!(one, run_on(9, 2));
+    assert_eq!(one, run_on(9, 3));
+    assert!(one.1.events > 50_000, "{:?}", one.1);
 }
