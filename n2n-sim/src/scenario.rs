@@ -413,6 +413,9 @@ pub const REMOVAL_FRACTIONS: [f64; 20] = [
 /// Slots per cycle: churn is spread over the first half of a cycle.
 const SLOTS: u32 = 10;
 
+/// Joins of one-by-one arrivals queued at once.
+const ARRIVAL_BATCH: Duration = Duration::from_secs(1);
+
 struct Runner {
     sim: Sim<SprayPeer>,
     rng: SimRng,
@@ -425,10 +428,16 @@ struct Runner {
 
 impl Runner {
     fn join_random(&mut self) {
+        self.join_random_at(self.sim.now());
+    }
+
+    /// A new peer that joins through a random member at `at` (not before now).
+    fn join_random_at(&mut self, at: Duration) {
         let contact = self.random_member();
-        let id = self.add_peer();
+        let id = self.sim.add_peer();
+        self.joined_at.push(at.max(self.sim.now()));
         if let Some(c) = contact {
-            self.sim.join(id, c);
+            self.sim.join_at(id, c, at);
         }
     }
 
@@ -565,15 +574,20 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
             speed_up_from,
         } => {
             let gap = Duration::from_millis(interval_ms);
+            let mut at = r.sim.now();
             while arrived < scenario.peers {
-                r.join_random();
-                arrived += 1;
-                match speed_up_from {
-                    Some(from) if arrived > from => {
-                        r.sim.run_for(gap * from / arrived);
-                    }
-                    _ => r.sim.run_for(gap),
+                // The joins of the next second are queued, then run in one
+                // call: at 100k peers they are milliseconds apart.
+                let batch = at + ARRIVAL_BATCH;
+                while arrived < scenario.peers && at < batch {
+                    r.join_random_at(at);
+                    arrived += 1;
+                    at += match speed_up_from {
+                        Some(from) if arrived > from => gap * from / arrived,
+                        _ => gap,
+                    };
                 }
+                r.sim.run_until(at);
             }
             // Let the last joins finish.
             r.sim.run_for(Duration::from_secs(2));

@@ -1048,12 +1048,20 @@ where
     /// `peer` joins through `contact` now: they get a connection (for
     /// [`Config::linger`]) and `peer` gets `Input::Join`.
     pub fn join(&mut self, peer: u32, contact: u32) {
+        self.join_at(peer, contact, self.now());
+    }
+
+    /// `peer` joins through `contact` at `at` (now if earlier), as
+    /// [`Sim::join`] would then: many joins queued at once run in one call
+    /// (and on every thread) rather than one call each.
+    pub fn join_at(&mut self, peer: u32, contact: u32, at: Duration) {
         if self.is_alive(peer) && self.is_alive(contact) && peer != contact {
-            let until = self.now + self.linger;
+            let at = micros(at).max(self.now);
+            let until = at.saturating_add(self.linger);
             self.env.links[peer as usize] = (contact, until);
             self.env.link_bits[peer as usize / 64] |= 1 << (peer % 64);
             self.expiring.push_back((until, peer));
-            self.schedule(self.now, Kind::Join { peer, contact });
+            self.schedule(at, Kind::Join { peer, contact });
         }
     }
 
@@ -1184,32 +1192,49 @@ where
         self.now = self.now.max(until);
     }
 
-    /// [`Sim::run_until_us`] on [`Sim::threads`] threads, each running a
-    /// group of shards through windows `[start, start + width)` from now to
-    /// `until`, meeting at a barrier after each. A window's events for
-    /// other shards land at its end or later (every hop is at least the
-    /// width), so a shard runs a window once it has its mail from the
-    /// previous one; mail from the window being run may arrive early too,
-    /// and waits in the queue like any later event. A window with no event
-    /// costs a barrier; the windows do not depend on the events, so the
-    /// results match the one-thread path's.
+    /// [`Sim::run_until_us`] on [`Sim::threads`] threads, through windows
+    /// `[start, start + width)` from now to `until`: in each, the threads
+    /// take the shards one by one (whoever is free takes the next, so that a
+    /// busy shard does not hold the others up), each shard takes its mail,
+    /// runs the window and posts its mail for the others; then the threads
+    /// meet at a barrier. A window's events for other shards land at its end
+    /// or later (every hop is at least the width), so a shard runs a window
+    /// once it has the mail of the previous one; mail of the window being
+    /// run may come early too, and waits in the queue like any later event.
+    /// What a shard computes depends on its events only, never on the thread
+    /// that runs it: the results match the one-thread path's.
     fn parallel(&mut self, until: u64) {
         let width = self.env.min_hop().max(1);
         let first = self.now;
         // As in `mail`: slot `d * SHARDS + s` from shard `s` to shard `d`.
         let boxes: Vec<Mutex<Mail<O::Timer>>> = self.mail.drain(..).map(Mutex::new).collect();
-        let per = SHARDS.div_ceil(self.threads);
-        let groups = SHARDS.div_ceil(per);
-        let barrier = SpinBarrier::new(groups);
+        let cells: Vec<Mutex<&mut Shard<O>>> = self.shards.iter_mut().map(Mutex::new).collect();
+        let barrier = SpinBarrier::new(self.threads);
+        // Shards taken so far, over all windows: window `w` hands out
+        // tickets `w * SHARDS .. (w + 1) * SHARDS`.
+        let tickets = AtomicUsize::new(0);
         let env = &self.env;
-        let (barrier, mail) = (&barrier, &boxes);
-        let run = move |shards: &mut [Shard<O>]| {
+        let (barrier, mail, cells, tickets) = (&barrier, &boxes, &cells, &tickets);
+        let run = move || {
             let _guard = BreakOnPanic(barrier);
             let mut start = first;
+            let mut window = 0;
             while start <= until {
                 let end = start.saturating_add(width - 1).min(until);
-                for shard in shards.iter_mut() {
-                    let d = shard.index as usize;
+                let last = (window + 1) * SHARDS;
+                let mut ticket = tickets.load(Ordering::Relaxed);
+                while ticket < last {
+                    if let Err(now) = tickets.compare_exchange_weak(
+                        ticket,
+                        ticket + 1,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        ticket = now;
+                        continue;
+                    }
+                    let d = ticket - window * SHARDS;
+                    let mut shard = cells[d].lock().unwrap_or_else(PoisonError::into_inner);
                     for s in 0..SHARDS {
                         let mut slot = mail[d * SHARDS + s]
                             .lock()
@@ -1219,30 +1244,29 @@ where
                         }
                     }
                     shard.run(env, end);
-                    for (d, out) in shard.outbox.iter_mut().enumerate() {
+                    for (to, out) in shard.outbox.iter_mut().enumerate() {
                         if !out.is_empty() {
-                            mail[d * SHARDS + shard.index as usize]
+                            mail[to * SHARDS + d]
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .append(out);
                         }
                     }
+                    drop(shard);
+                    ticket = tickets.load(Ordering::Relaxed);
                 }
                 if !barrier.wait() || end == until {
                     break;
                 }
                 start = end + 1;
+                window += 1;
             }
         };
         std::thread::scope(|scope| {
-            let mut chunks = self.shards.chunks_mut(per);
-            let mine = chunks.next();
-            for shards in chunks {
-                scope.spawn(move || run(shards));
+            for _ in 1..self.threads {
+                scope.spawn(run);
             }
-            if let Some(shards) = mine {
-                run(shards);
-            }
+            run();
         });
         self.mail = boxes
             .into_iter()
