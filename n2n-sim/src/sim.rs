@@ -354,7 +354,10 @@ impl<O> Env<O> {
                     return lo;
                 }
                 let link = (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
-                lo + mix(self.seed ^ mix(link)) % (hi - lo + 1)
+                // Scaled by a multiplication rather than a division: this
+                // runs for every message and arc change.
+                let draw = u128::from(mix(self.seed ^ mix(link)));
+                lo + ((draw * u128::from(hi - lo + 1)) >> 64) as u64
             }
         }
     }
