@@ -58,4 +58,4 @@ mod sim;
 pub mod stats;
 
 pub use rng::SimRng;
-pub use sim::{Config, Counters, Latency, SHARDS, Sim};
+pub use sim::{Config, Counters, Latency, PARALLEL_WINDOWS, SHARDS, Sim};

@@ -246,7 +246,7 @@ const STATE_AHEAD: u64 = 2;
 const STATE_LINES: usize = 3;
 /// A call spanning fewer windows runs on one thread: starting the others
 /// would cost more than they save.
-const PARALLEL_WINDOWS: u64 = 64;
+pub const PARALLEL_WINDOWS: u64 = 64;
 /// Spins of a thread waiting at the barrier before it yields its core.
 const SPINS: u32 = 1 << 14;
 
@@ -831,9 +831,11 @@ fn bridge_holds<O>(env: &Env<O>, via: u32, from: u32, to: u32, signaled: bool) -
 /// another peer takes at least the shortest hop, so time runs in windows of
 /// that length: within one, shards share nothing but read-only tables
 /// (liveness, join connections) and run at once on [`Config::threads`]
-/// threads; between windows, events for other shards are handed over.
-/// Events at the same instant run in scheduling order within a shard. A
-/// seed reproduces a run exactly whatever the thread count.
+/// threads (from [`Config::parallel_from`] peers on, in calls that span
+/// [`PARALLEL_WINDOWS`] windows or more; a free thread takes the next shard);
+/// between windows, events for other shards are handed over. Events at the
+/// same instant run in scheduling order within a shard. A seed reproduces a
+/// run exactly whatever the thread count.
 pub struct Sim<O: Overlay<u32>> {
     config: Config,
     factory: Factory<O>,
