@@ -57,14 +57,6 @@ const COARSE: u64 = 1 << 8;
 /// second's timers of every peer, and its buffer, reused by fine buckets,
 /// would be kept by thousands of them.
 const SPARE_MAX: usize = 512;
-/// Spare buffers kept at most: beyond, a drained bucket's buffer is freed.
-const SPARES: usize = 64;
-/// Fine buckets this close to the one being drained take a spare buffer
-/// when they get their first event (they fill with messages and arc
-/// changes); further ones, which hold a few timers, start from an empty
-/// buffer: given spares, the thousands of them would each keep a busy
-/// bucket's capacity.
-const NEAR: u64 = 64;
 
 /// A priority queue of events keyed by `(at, seq)`, `at` never earlier than
 /// the bucket being drained (the simulator never schedules in the past).
@@ -147,7 +139,7 @@ impl<E> Calendar<E> {
             self.current.insert(i, entry);
         } else if bucket < self.cur + RING {
             let slot = &mut self.fine[(bucket % RING) as usize];
-            if slot.capacity() == 0 && bucket < self.cur + NEAR {
+            if slot.capacity() == 0 {
                 *slot = self.spare.pop().unwrap_or_default();
             }
             slot.push(entry);
@@ -287,7 +279,7 @@ impl<E> Calendar<E> {
 
     fn recycle(&mut self, buffer: Vec<Entry<E>>) {
         debug_assert!(buffer.is_empty());
-        if buffer.capacity() <= SPARE_MAX && self.spare.len() < SPARES {
+        if buffer.capacity() <= SPARE_MAX {
             self.spare.push(buffer);
         }
     }

@@ -70,3 +70,68 @@ fn threads_change_nothing() {
     assert_eq!(one, run_on(9, 3));
     assert!(one.1.events > 50_000, "{:?}", one.1);
 }
+
+/// Spray, except that peer 5 panics on its first timer after `at`.
+struct Bomb {
+    inner: spray::State<u32, SimRng>,
+    id: u32,
+    at: std::time::Instant,
+}
+
+impl n2n_core::overlay::Overlay<u32> for Bomb {
+    type Timer = spray::Timer;
+    fn protocol(&self) -> n2n_core::ProtocolId {
+        self.inner.protocol()
+    }
+    fn handle(
+        &mut self,
+        now: std::time::Instant,
+        input: n2n_core::overlay::Input<u32, spray::Timer>,
+    ) {
+        if self.id == 5 && now >= self.at && matches!(input, n2n_core::overlay::Input::Timer(_)) {
+            panic!("peer 5 blows up");
+        }
+        self.inner.handle(now, input);
+    }
+    fn poll_output(&mut self) -> Option<n2n_core::overlay::Output<u32, spray::Timer>> {
+        self.inner.poll_output()
+    }
+    fn inview(&self) -> &n2n_core::Inview<u32> {
+        self.inner.inview()
+    }
+    fn outview(&self) -> &n2n_core::Outview<u32> {
+        self.inner.outview()
+    }
+    fn peers(&mut self, k: usize) -> Vec<u32> {
+        self.inner.peers(k)
+    }
+}
+
+/// A peer's panic on a worker thread reaches the caller; the other threads
+/// stop at their next meeting instead of waiting forever.
+#[test]
+fn a_panic_on_a_thread_reaches_the_caller() {
+    let config = Config {
+        threads: 2,
+        parallel_from: 0,
+        ..Config::default()
+    };
+    // Once the network is built (12 s of virtual time from the start).
+    let at = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sim = Sim::new(config, move |id, seed| Bomb {
+        inner: spray::State::new(id, spray::Config::default(), SimRng::seed_from(seed)),
+        id,
+        at,
+    });
+    sim.add_peer();
+    for _ in 1..40 {
+        let contact = sim.random_member().unwrap();
+        let newcomer = sim.add_peer();
+        sim.join(newcomer, contact);
+        sim.run_for(Duration::from_millis(300));
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sim.run_for(Duration::from_secs(600));
+    }));
+    assert!(outcome.is_err(), "the panic of peer 5 propagates");
+}
