@@ -1204,15 +1204,23 @@ where
     /// runs the window and posts its mail for the others; then the threads
     /// meet at a barrier. A window's events for other shards land at its end
     /// or later (every hop is at least the width), so a shard runs a window
-    /// once it has the mail of the previous one; mail of the window being
-    /// run may come early too, and waits in the queue like any later event.
-    /// What a shard computes depends on its events only, never on the thread
-    /// that runs it: the results match the one-thread path's.
+    /// once it has the mail of the previous one. Mail goes to two sets of
+    /// slots in turn (odd and even windows), so that a window's posts never
+    /// meet the takes of the mail of the window before. What a shard
+    /// computes depends on its events only, never on the thread that runs
+    /// it: the results match the one-thread path's.
     fn parallel(&mut self, until: u64) {
         let width = self.env.min_hop().max(1);
         let first = self.now;
-        // As in `mail`: slot `d * SHARDS + s` from shard `s` to shard `d`.
-        let boxes: Vec<Mutex<Mail<O::Timer>>> = self.mail.drain(..).map(Mutex::new).collect();
+        // Window `w` takes its mail from set `(w + 1) % 2` and posts to set
+        // `w % 2`; in a set, as in `mail`, slot `d * SHARDS + s` goes from
+        // shard `s` to shard `d`. Mail from before goes to set 1.
+        const SET: usize = SHARDS * SHARDS;
+        let boxes: Vec<Mutex<Mail<O::Timer>>> = (0..SET)
+            .map(|_| Vec::new())
+            .chain(self.mail.drain(..))
+            .map(Mutex::new)
+            .collect();
         let cells: Vec<Mutex<&mut Shard<O>>> = self.shards.iter_mut().map(Mutex::new).collect();
         let barrier = SpinBarrier::new(self.threads);
         // Shards taken so far, over all windows: window `w` hands out
@@ -1240,8 +1248,9 @@ where
                     }
                     let d = ticket - window * SHARDS;
                     let mut shard = cells[d].lock().unwrap_or_else(PoisonError::into_inner);
+                    let (takes, posts) = ((window + 1) % 2 * SET, window % 2 * SET);
                     for s in 0..SHARDS {
-                        let mut slot = mail[d * SHARDS + s]
+                        let mut slot = mail[takes + d * SHARDS + s]
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
                         for e in slot.drain(..) {
@@ -1251,7 +1260,7 @@ where
                     shard.run(env, end);
                     for (to, out) in shard.outbox.iter_mut().enumerate() {
                         if !out.is_empty() {
-                            mail[to * SHARDS + d]
+                            mail[posts + to * SHARDS + d]
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .append(out);
@@ -1273,10 +1282,15 @@ where
             }
             run();
         });
-        self.mail = boxes
+        let mut boxes: Vec<Mail<O::Timer>> = boxes
             .into_iter()
             .map(|b| b.into_inner().unwrap_or_else(PoisonError::into_inner))
             .collect();
+        let odd = boxes.split_off(SET);
+        self.mail = boxes;
+        for (slot, mut more) in self.mail.iter_mut().zip(odd) {
+            slot.append(&mut more);
+        }
         for (d, shard) in self.shards.iter_mut().enumerate() {
             deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
             shard.now = shard.now.max(until);
