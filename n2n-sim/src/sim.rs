@@ -652,22 +652,14 @@ impl<O: Overlay<u32>> Shard<O> {
                 if !env.alive(from) {
                 } else if env.alive(to) {
                     self.counters.arcs_opened += 1;
-                    let input = Input::ArcOpened {
-                        peer: to,
-                        direction: Direction::Outgoing,
-                    };
-                    self.deliver(env, from, input);
+                    self.opened(env, from, to, Direction::Outgoing);
                 } else {
                     self.connect_failed(env, from, to);
                 }
             }
             Kind::OpenIn { from, to } => {
                 if env.alive(from) {
-                    let input = Input::ArcOpened {
-                        peer: from,
-                        direction: Direction::Incoming,
-                    };
-                    self.deliver(env, to, input);
+                    self.opened(env, to, from, Direction::Incoming);
                 }
             }
             Kind::CloseOut { from, to } => {
@@ -714,11 +706,7 @@ impl<O: Overlay<u32>> Shard<O> {
                 if bridge_holds(env, via, from, to, signaled) {
                     self.counters.bridges += 1;
                     self.counters.arcs_opened += 1;
-                    let input = Input::ArcOpened {
-                        peer: to,
-                        direction: Direction::Outgoing,
-                    };
-                    self.deliver(env, from, input);
+                    self.opened(env, from, to, Direction::Outgoing);
                 } else {
                     self.connect_failed(env, from, to);
                     let t = self.now + env.hop(from, via);
@@ -732,11 +720,7 @@ impl<O: Overlay<u32>> Shard<O> {
                 signaled,
             } => {
                 if bridge_holds(env, via, from, to, signaled) {
-                    let input = Input::ArcOpened {
-                        peer: from,
-                        direction: Direction::Incoming,
-                    };
-                    self.deliver(env, to, input);
+                    self.opened(env, to, from, Direction::Incoming);
                 }
             }
             Kind::BridgeFailed { via, from, to } => {
@@ -770,6 +754,11 @@ impl<O: Overlay<u32>> Shard<O> {
             Kind::Join { peer, contact } => self.deliver(env, peer, Input::Join { contact }),
             Kind::Leave { peer } => self.deliver(env, peer, Input::Leave),
         }
+    }
+
+    /// `at` gets its end of an arc with `peer` opened.
+    fn opened(&mut self, env: &Env<O>, at: u32, peer: u32, direction: Direction) {
+        self.deliver(env, at, Input::ArcOpened { peer, direction });
     }
 
     fn connect_failed(&mut self, env: &Env<O>, peer: u32, to: u32) {
@@ -1127,16 +1116,8 @@ where
     /// Processes the events of the next window (see the type's docs), from
     /// the earliest pending event; returns `false` if there was none.
     pub fn step(&mut self) -> bool {
-        self.collect_mail();
-        for (d, shard) in self.shards.iter_mut().enumerate() {
-            deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
-        }
-        let next = self
-            .shards
-            .iter_mut()
-            .filter_map(|s| s.queue.next_at(u64::MAX))
-            .min();
-        let Some(t) = next else {
+        self.hand_over();
+        let Some(t) = self.next_event(u64::MAX) else {
             return false;
         };
         let width = self.env.min_hop().max(1);
@@ -1155,7 +1136,7 @@ where
         {
             self.expire_links(self.now);
             self.parallel(until);
-            self.now = until;
+            self.finish(until);
             return;
         }
         let mut start = self.now;
@@ -1163,16 +1144,8 @@ where
             // Hand over what the last window scheduled for others, then
             // skip stretches without events (timers far apart, a small
             // network): from the earliest event on.
-            self.collect_mail();
-            for (shard, mail) in self.shards.iter_mut().zip(self.mail.chunks_mut(SHARDS)) {
-                deliver_mail(shard, mail);
-            }
-            let next = self
-                .shards
-                .iter_mut()
-                .filter_map(|s| s.queue.next_at(until))
-                .min();
-            match next {
+            self.hand_over();
+            match self.next_event(until) {
                 Some(t) => start = start.max(t),
                 None => break,
             }
@@ -1189,12 +1162,33 @@ where
                 break;
             }
         }
-        self.collect_mail();
-        for (d, shard) in self.shards.iter_mut().enumerate() {
-            deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
+        self.finish(until);
+    }
+
+    /// Hands over what was scheduled for other shards, and sets every clock
+    /// to `until`: the end of a run.
+    fn finish(&mut self, until: u64) {
+        self.hand_over();
+        for shard in &mut self.shards {
             shard.now = shard.now.max(until);
         }
         self.now = self.now.max(until);
+    }
+
+    /// Puts every event scheduled for another shard in that shard's queue.
+    fn hand_over(&mut self) {
+        self.collect_mail();
+        for (shard, mail) in self.shards.iter_mut().zip(self.mail.chunks_mut(SHARDS)) {
+            deliver_mail(shard, mail);
+        }
+    }
+
+    /// The time of the earliest event due at or before `until`.
+    fn next_event(&mut self, until: u64) -> Option<u64> {
+        self.shards
+            .iter_mut()
+            .filter_map(|s| s.queue.next_at(until))
+            .min()
     }
 
     /// [`Sim::run_until_us`] on [`Sim::threads`] threads, through windows
@@ -1208,7 +1202,8 @@ where
     /// slots in turn (odd and even windows), so that a window's posts never
     /// meet the takes of the mail of the window before. What a shard
     /// computes depends on its events only, never on the thread that runs
-    /// it: the results match the one-thread path's.
+    /// it: the results match the one-thread path's. The mail of the last
+    /// window is left in `mail`.
     fn parallel(&mut self, until: u64) {
         let width = self.env.min_hop().max(1);
         let first = self.now;
@@ -1290,10 +1285,6 @@ where
         self.mail = boxes;
         for (slot, mut more) in self.mail.iter_mut().zip(odd) {
             slot.append(&mut more);
-        }
-        for (d, shard) in self.shards.iter_mut().enumerate() {
-            deliver_mail(shard, &mut self.mail[d * SHARDS..(d + 1) * SHARDS]);
-            shard.now = shard.now.max(until);
         }
     }
 

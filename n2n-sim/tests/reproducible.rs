@@ -6,6 +6,21 @@ use n2n_overlay_spray::spray;
 use n2n_sim::stats::Snapshot;
 use n2n_sim::{Config, Counters, Sim, SimRng};
 
+/// `n` peers, each joining a random member `gap` after the one before.
+fn grow<O>(sim: &mut Sim<O>, n: usize, gap: Duration)
+where
+    O: n2n_core::overlay::Overlay<u32> + Send,
+    O::Timer: Send,
+{
+    sim.add_peer();
+    for _ in 1..n {
+        let contact = sim.random_member().unwrap();
+        let newcomer = sim.add_peer();
+        sim.join(newcomer, contact);
+        sim.run_for(gap);
+    }
+}
+
 fn run(seed: u64) -> (Snapshot, Counters, Vec<Vec<u32>>) {
     run_on(seed, 1)
 }
@@ -24,13 +39,7 @@ fn run_on(seed: u64, threads: usize) -> (Snapshot, Counters, Vec<Vec<u32>>) {
     let mut sim = Sim::new(config, |id, seed| {
         spray::State::new(id, spray::Config::default(), SimRng::seed_from(seed))
     });
-    sim.add_peer();
-    for _ in 1..200 {
-        let contact = sim.random_member().unwrap();
-        let newcomer = sim.add_peer();
-        sim.join(newcomer, contact);
-        sim.run_for(Duration::from_millis(100));
-    }
+    grow(&mut sim, 200, Duration::from_millis(100));
     sim.run_for(Duration::from_secs(300));
     for victim in [3, 50, 120] {
         sim.crash(victim);
@@ -123,13 +132,7 @@ fn a_panic_on_a_thread_reaches_the_caller() {
         id,
         at,
     });
-    sim.add_peer();
-    for _ in 1..40 {
-        let contact = sim.random_member().unwrap();
-        let newcomer = sim.add_peer();
-        sim.join(newcomer, contact);
-        sim.run_for(Duration::from_millis(300));
-    }
+    grow(&mut sim, 40, Duration::from_millis(300));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         sim.run_for(Duration::from_secs(600));
     }));
