@@ -9,7 +9,7 @@
 //!   channel each; B's `on_message` sends the message on to C, whose
 //!   `on_message` hands it to the bench task.
 //! - `relay_signal/n2n`: the offer of a bridged handshake, relayed A → B → C
-//!   by B's node runtime (the neighbour relay of `n2n-signal-neighbor`): from
+//!   by B's node core (the bridge, `n2n_core::bridge`): from
 //!   the moment A's transport hands the offer to its runtime (which signs it
 //!   and sends it to B inside a `Relay` message) until C's transport receives
 //!   it (after B relayed it and C's runtime verified the signature). A

@@ -9,6 +9,8 @@
 //! - [`arc`]: the arc model, [`Inview`] and [`Outview`] multisets.
 //! - [`wire`]: the [`Message`] peers exchange over a connection, and its codec.
 //! - [`signal`]: signed signals, verified end to end by their recipient.
+//! - [`bridge`]: the neighbour relay protocol, as a sans-IO state machine.
+//! - [`time`]: the one time type of every sans-IO signature (works on wasm32).
 //! - [`transport`], [`signaling`], [`overlay`]: the three traits a stack is made of.
 //! - [`node`]: the tokio runtime that owns one peer's connections and arcs,
 //!   relays signals for its neighbours (the bridge), and drives overlays.
@@ -16,6 +18,7 @@
 //! - [`plugin`]: the registry of plugins by name and the TOML stack file.
 
 pub mod arc;
+pub mod bridge;
 pub mod identity;
 pub mod memory;
 pub mod node;
@@ -23,6 +26,7 @@ pub mod overlay;
 pub mod plugin;
 pub mod signal;
 pub mod signaling;
+pub mod time;
 pub mod transport;
 pub mod wire;
 

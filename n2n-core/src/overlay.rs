@@ -14,7 +14,7 @@
 //!
 //! ```
 //! # use n2n_core::overlay::{Overlay, Input, Output};
-//! # use std::time::Instant;
+//! # use n2n_core::time::Instant;
 //! fn drive<P, O: Overlay<P>>(overlay: &mut O, now: Instant, input: Input<P, O::Timer>) {
 //!     overlay.handle(now, input);
 //!     while let Some(output) = overlay.poll_output() {
@@ -29,8 +29,8 @@
 //! }
 //! ```
 
+use crate::time::Instant;
 use std::fmt;
-use std::time::Instant;
 
 use crate::arc::{Direction, Inview, Outview};
 use crate::wire::ProtocolId;

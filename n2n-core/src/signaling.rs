@@ -1,7 +1,8 @@
 //! The [`Signaling`] trait: a path that delivers signed signals between peers.
 //!
-//! Implementations: a WebSocket server (`n2n-signal-ws`), a common neighbour
-//! (`n2n-signal-neighbor`), memory ([`crate::memory`]). A signaling path only
+//! Implementations: a WebSocket server (`n2n-signal-ws`), memory
+//! ([`crate::memory`]). The neighbour path is not a `Signaling`: it is the
+//! bridge ([`crate::bridge`]) inside every node. A signaling path only
 //! carries signals; it is not trusted with them: every signal is signed by its
 //! author and verified by its recipient.
 
@@ -39,7 +40,7 @@ pub enum SignalingError {
 /// Delivers signed signals to peers and receives the ones addressed to us.
 #[async_trait]
 pub trait Signaling: Send + Sync + fmt::Debug + 'static {
-    /// The plugin name (`"ws"`, `"neighbor"`, `"memory"`).
+    /// The plugin name (`"ws"`, `"memory"`).
     fn name(&self) -> &str;
 
     /// Joins the rendezvous this path offers (a WebSocket room, for instance) and

@@ -44,10 +44,10 @@ impl ProtocolId {
 }
 
 /// Why a bridge (or one of its steps) failed, as told between peers.
-pub type BridgeFailure = n2n_signal_neighbor::Failure<PeerId>;
+pub type BridgeFailure = crate::bridge::Failure<PeerId>;
 
 /// A message of the bridge (neighbour relay) protocol.
-pub type BridgeMessage = n2n_signal_neighbor::Message<PeerId, SignedSignal>;
+pub type BridgeMessage = crate::bridge::Message<PeerId, SignedSignal>;
 
 /// Why a peer closes a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,13 +233,13 @@ mod tests {
             Message::ArcClose { overlay: o },
             Message::Bridge(Box::new(BridgeMessage::ConnectTo {
                 job: 1,
-                overlay: o.0,
+                overlay: o,
                 to: peer(3),
                 request: Some(4),
             })),
             Message::Bridge(Box::new(BridgeMessage::BridgeRequest {
                 request: 5,
-                overlay: o.0,
+                overlay: o,
                 to: peer(4),
             })),
             Message::Bridge(Box::new(BridgeMessage::BridgeRefused {

@@ -5,9 +5,9 @@
 //! decisions are taken here, in order: local commands first, then reports from
 //! the network, then timers.
 
+use crate::time::Instant;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -18,13 +18,13 @@ use tracing::{debug, info, trace, warn};
 
 use super::{ArcError, Command, Config, ConnectError, Event, NeighbourInfo, Reply, Snapshot};
 use crate::arc::{ArcSet, Direction};
+use crate::bridge::{Bridge, Output as BridgeOutput};
 use crate::identity::{Keypair, PeerId};
 use crate::overlay::{ArcCloseReason, DynOverlay, Input, Output, TimerToken};
 use crate::signal::{Role, Signal, SignedSignal};
 use crate::signaling::Signaling;
 use crate::transport::{Connection, SignalPipe, Transport, TransportError};
 use crate::wire::{self, BridgeFailure, CloseReason, Message, ProtocolId};
-use n2n_signal_neighbor::{Bridge, Output as BridgeOutput};
 
 /// Capacity of the channel from spawned tasks to the actor.
 const INTERNAL_CAPACITY: usize = 1024;
@@ -206,10 +206,14 @@ impl Actor {
         let mut rng = rng;
         let bridge = Bridge::new(
             keypair.peer_id(),
-            n2n_signal_neighbor::Config {
+            crate::bridge::Config {
                 timeout: config.bridge_timeout,
                 max_jobs_per_neighbour: config.max_jobs_per_neighbour,
             },
+            protocols
+                .iter()
+                .copied()
+                .chain(overlays.iter().map(|o| o.protocol())),
             rng.random(),
         );
         let overlays: Vec<OverlaySlot> = overlays
@@ -884,11 +888,7 @@ impl Actor {
             Message::ArcOpen { overlay } => self.on_arc_open(from, overlay),
             Message::ArcClose { overlay } => self.on_arc_close(from, overlay),
             Message::Bridge(message) => {
-                let protocols = &self.protocols;
-                self.bridge
-                    .handle_message_checked(now(), from, *message, |o| {
-                        protocols.contains(&ProtocolId(o))
-                    });
+                self.bridge.handle_message(now(), from, *message);
             }
             Message::Overlay { overlay, payload } => match self.overlay_index(overlay) {
                 Some(idx) => self
@@ -1318,7 +1318,7 @@ impl Actor {
         }
         let token = self.token();
         self.bridge_origins.insert(token, origin);
-        self.bridge.bridge(now(), overlay.0, from, to, Some(token));
+        self.bridge.bridge(now(), overlay, from, to, Some(token));
     }
 
     /// We are A: ask neighbour `via` to connect us to its neighbour `to`.
@@ -1343,7 +1343,7 @@ impl Actor {
         }
         let token = self.token();
         self.request_replies.insert(token, reply);
-        self.bridge.request(now(), overlay.0, via, to, token);
+        self.bridge.request(now(), overlay, via, to, token);
     }
 
     /// Carries out what the bridge machine asks.
@@ -1367,10 +1367,7 @@ impl Actor {
                 overlay,
                 to,
             } => {
-                let waiters = vec![
-                    Waiter::Arc(ProtocolId(overlay)),
-                    Waiter::Job { relay: via, job },
-                ];
+                let waiters = vec![Waiter::Arc(overlay), Waiter::Job { relay: via, job }];
                 self.connect(to, SignalPath::Relay { via, job }, waiters);
             }
             BridgeOutput::Deliver {
@@ -1408,7 +1405,6 @@ impl Actor {
                 token,
                 result,
             } => {
-                let overlay = ProtocolId(overlay);
                 match token.and_then(|t| self.bridge_origins.remove(&t)) {
                     Some(BridgeOrigin::Command(reply)) => {
                         let _ = reply.send(result.clone());
@@ -1443,13 +1439,12 @@ impl Actor {
             } => {
                 let result = result.map_err(ConnectError::Bridge);
                 if let Err(e) = &result {
-                    self.connect_failed(Some(ProtocolId(overlay)), to, e.clone());
+                    self.connect_failed(Some(overlay), to, e.clone());
                 }
                 if let Some(reply) = self.request_replies.remove(&token) {
                     let _ = reply.send(result);
                 }
             }
-            _ => {}
         }
     }
 

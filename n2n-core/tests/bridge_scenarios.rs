@@ -1,9 +1,11 @@
 //! Exact scenarios of the sans-IO bridge machine: A = 1 opens an arc to C = 3
 //! through B = 2. Every message, every timeout, every failure path.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use n2n_signal_neighbor::{Bridge, Config, Failure, Message, Output};
+use n2n_core::ProtocolId;
+use n2n_core::bridge::{Bridge, Config, Failure, Message, Output};
+use n2n_core::time::Instant;
 
 type B = Bridge<u32, String>;
 type Out = Output<u32, String>;
@@ -11,7 +13,7 @@ type Out = Output<u32, String>;
 const A: u32 = 1;
 const BR: u32 = 2;
 const C: u32 = 3;
-const OV: u32 = 77;
+const OV: ProtocolId = ProtocolId(77);
 
 fn cfg() -> Config {
     Config {
@@ -22,9 +24,9 @@ fn cfg() -> Config {
 
 /// A, B, C with A–B and B–C neighbours.
 fn trio() -> (B, B, B) {
-    let mut a = B::new(A, cfg(), 1);
-    let mut b = B::new(BR, cfg(), 2);
-    let mut c = B::new(C, cfg(), 3);
+    let mut a = B::new(A, cfg(), [OV], 1);
+    let mut b = B::new(BR, cfg(), [OV], 2);
+    let mut c = B::new(C, cfg(), [OV], 3);
     a.neighbour_up(BR);
     b.neighbour_up(A);
     b.neighbour_up(C);
@@ -408,7 +410,7 @@ fn each_end_times_out_on_its_own() {
             reason: Failure::Timeout
         }]
     );
-    let mut a2 = B::new(A, cfg(), 1);
+    let mut a2 = B::new(A, cfg(), [OV], 1);
     a2.neighbour_up(BR);
     a2.request(now, OV, BR, C, 8);
     drain(&mut a2);
@@ -689,16 +691,15 @@ fn connect_to_ourselves_or_an_overlay_we_do_not_run_is_refused() {
             }
         }
     );
-    a.handle_message_checked(
+    a.handle_message(
         now,
         BR,
         Message::ConnectTo {
             job: 2,
-            overlay: 5,
+            overlay: ProtocolId(5),
             to: C,
             request: None,
         },
-        |o| o == OV,
     );
     assert_eq!(
         one(&mut a),
@@ -717,7 +718,7 @@ fn connect_to_ourselves_or_an_overlay_we_do_not_run_is_refused() {
 fn the_same_seed_gives_the_same_job_ids() {
     let now = Instant::now();
     let ids = |seed| {
-        let mut b = B::new(BR, cfg(), seed);
+        let mut b = B::new(BR, cfg(), [OV], seed);
         b.neighbour_up(A);
         b.neighbour_up(C);
         b.bridge(now, OV, A, C, None);
