@@ -12,14 +12,19 @@
 //! - [`bridge`]: the neighbour relay protocol, as a sans-IO state machine.
 //! - [`time`]: the one time type of every sans-IO signature (works on wasm32).
 //! - [`transport`], [`signaling`], [`overlay`]: the three traits a stack is made of.
-//! - [`node`]: the tokio runtime that owns one peer's connections and arcs,
-//!   relays signals for its neighbours (the bridge), and drives overlays.
+//! - [`node`]: the node that owns one peer's connections and arcs, relays
+//!   signals for its neighbours (the bridge), and drives overlays: the sans-IO
+//!   [`node::core::NodeCore`] and its tokio driver ([`node::Builder`]).
+//! - [`harness`]: a deterministic network of node cores (virtual clock,
+//!   simulated links and transport) for exact tests and simulations.
 //! - [`memory`]: an in-memory transport and signaling for fast tests.
 //! - [`plugin`]: the registry of plugins by name and the TOML stack file.
 
 pub mod arc;
 pub mod bridge;
+pub mod harness;
 pub mod identity;
+#[cfg(feature = "tokio")]
 pub mod memory;
 pub mod node;
 pub mod overlay;

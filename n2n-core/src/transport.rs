@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_channel::mpsc;
+use futures_util::{SinkExt, StreamExt};
 
 use crate::identity::PeerId;
 
@@ -23,8 +24,8 @@ pub const SIGNAL_PIPE_CAPACITY: usize = 64;
 pub struct SignalPipe {
     local: PeerId,
     remote: PeerId,
-    outbound: mpsc::Sender<Vec<u8>>,
-    inbound: mpsc::Receiver<Vec<u8>>,
+    outbound: PipeSender,
+    inbound: PipeReceiver,
 }
 
 /// The runtime's end of a [`SignalPipe`]: what the transport sent, and a way to
@@ -32,15 +33,90 @@ pub struct SignalPipe {
 #[derive(Debug)]
 pub struct SignalPipeEnds {
     /// Payloads the transport wants delivered to the remote.
-    pub outbound: mpsc::Receiver<Vec<u8>>,
+    pub outbound: PipeReceiver,
     /// Payloads from the remote, to hand to the transport.
-    pub inbound: mpsc::Sender<Vec<u8>>,
+    pub inbound: PipeSender,
+}
+
+/// The receiving half of one direction of a [`SignalPipe`] (runtime-agnostic:
+/// it needs no tokio).
+#[derive(Debug)]
+pub struct PipeReceiver(mpsc::Receiver<Vec<u8>>);
+
+impl PipeReceiver {
+    /// The next payload; `None` once the other end is gone. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.0.next().await
+    }
+
+    /// A payload if one is waiting now.
+    ///
+    /// # Errors
+    /// [`PipeError::Empty`] when none waits, [`PipeError::Closed`] once the
+    /// other end is gone and nothing is left.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, PipeError> {
+        self.0.try_recv().map_err(|e| match e {
+            mpsc::TryRecvError::Empty => PipeError::Empty,
+            mpsc::TryRecvError::Closed => PipeError::Closed,
+        })
+    }
+}
+
+/// The sending half of one direction of a [`SignalPipe`].
+#[derive(Debug, Clone)]
+pub struct PipeSender(mpsc::Sender<Vec<u8>>);
+
+impl PipeSender {
+    /// Queues `payload`, waiting while the pipe is full.
+    ///
+    /// # Errors
+    /// [`PipeError::Closed`] once the other end is gone.
+    pub async fn send(&self, payload: Vec<u8>) -> Result<(), PipeError> {
+        self.0
+            .clone()
+            .send(payload)
+            .await
+            .map_err(|_| PipeError::Closed)
+    }
+
+    /// Queues `payload` if there is room now.
+    ///
+    /// # Errors
+    /// [`PipeError::Full`] or [`PipeError::Closed`].
+    pub fn try_send(&self, payload: Vec<u8>) -> Result<(), PipeError> {
+        self.0.clone().try_send(payload).map_err(|e| {
+            if e.is_full() {
+                PipeError::Full
+            } else {
+                PipeError::Closed
+            }
+        })
+    }
+
+    /// Whether the other end is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Why a pipe operation did not go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PipeError {
+    /// The pipe holds [`SIGNAL_PIPE_CAPACITY`] payloads already.
+    #[error("signal pipe full")]
+    Full,
+    /// Nothing is waiting.
+    #[error("signal pipe empty")]
+    Empty,
+    /// The other end is gone.
+    #[error("signal pipe closed")]
+    Closed,
 }
 
 /// A cloneable sender of signals, for transports that emit signals from callbacks
 /// (such as trickle ICE candidates).
 #[derive(Debug, Clone)]
-pub struct SignalSender(mpsc::Sender<Vec<u8>>);
+pub struct SignalSender(PipeSender);
 
 impl SignalSender {
     /// Queues `payload` for the remote.
@@ -59,18 +135,19 @@ impl SignalPipe {
     /// Makes a pipe between `local` and `remote`, returning the transport's end and
     /// the runtime's end.
     pub fn new(local: PeerId, remote: PeerId) -> (Self, SignalPipeEnds) {
-        let (out_tx, out_rx) = mpsc::channel(SIGNAL_PIPE_CAPACITY);
-        let (in_tx, in_rx) = mpsc::channel(SIGNAL_PIPE_CAPACITY);
+        // A futures channel holds its buffer plus one slot per sender.
+        let (out_tx, out_rx) = mpsc::channel(SIGNAL_PIPE_CAPACITY - 1);
+        let (in_tx, in_rx) = mpsc::channel(SIGNAL_PIPE_CAPACITY - 1);
         (
             Self {
                 local,
                 remote,
-                outbound: out_tx,
-                inbound: in_rx,
+                outbound: PipeSender(out_tx),
+                inbound: PipeReceiver(in_rx),
             },
             SignalPipeEnds {
-                outbound: out_rx,
-                inbound: in_tx,
+                outbound: PipeReceiver(out_rx),
+                inbound: PipeSender(in_tx),
             },
         )
     }

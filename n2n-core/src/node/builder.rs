@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Config, Node, NodeHandle, actor::Actor};
+use super::core::NodeCore;
+use super::driver::Driver;
+use super::{Config, Node, NodeHandle};
 use crate::identity::Keypair;
 use crate::overlay::DynOverlay;
 use crate::plugin::{self, PluginContext, PluginError, StackConfig};
@@ -143,15 +145,20 @@ impl Builder {
         let local = self.keypair.peer_id();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(self.config.event_capacity.max(1));
-        let actor = Actor::new(
+        let seed = self.config.seed.unwrap_or_else(|| {
+            use rand::TryRngCore;
+            rand::rngs::OsRng.try_next_u64().unwrap_or(0)
+        });
+        let core = NodeCore::new(
+            tokio::time::Instant::now().into_std(),
             self.config,
             self.keypair,
-            transport,
+            transport.name(),
             self.overlays,
             self.protocols,
-            events_tx,
+            seed,
         );
-        let task = tokio::spawn(actor.run(commands_rx));
+        let task = tokio::spawn(Driver::new(core, transport, events_tx).run(commands_rx));
         Ok(Node {
             handle: NodeHandle::new(local, commands_tx),
             events: Some(events_rx),

@@ -1,0 +1,565 @@
+//! The tokio driver of [`NodeCore`]: one task that feeds the core and carries
+//! out its outputs.
+//!
+//! The driver owns no protocol state. It supervises tasks (connection readers
+//! and writers, handshakes, signaling listeners and senders), which only move
+//! bytes and report back through one bounded channel; it reads the clock, and
+//! sleeps until the core's next timeout. Inputs are taken in order: local
+//! commands first, then reports from the network, then the timer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, trace, warn};
+
+use super::core::{Completion, ConnectionId, NodeCore, Output, PathId, SessionId, Ticket};
+use super::handle::{Command, Reply};
+use super::{Event, Snapshot};
+use crate::identity::PeerId;
+use crate::signal::{Role, SignedSignal};
+use crate::signaling::Signaling;
+use crate::time::Instant;
+use crate::transport::{Connection, PipeError, PipeSender, SignalPipe, Transport, TransportError};
+use crate::wire::BridgeFailure;
+
+/// Capacity of the channel from spawned tasks to the driver.
+const INTERNAL_CAPACITY: usize = 1024;
+
+/// Signals waiting to be sent on one signaling path.
+const SIGNALING_QUEUE: usize = 256;
+
+/// Aborts a task when dropped, so that a dropped (or killed) node leaves nothing running.
+#[derive(Debug)]
+struct TaskGuard(Option<JoinHandle<()>>);
+
+impl TaskGuard {
+    fn new(handle: JoinHandle<()>) -> Self {
+        Self(Some(handle))
+    }
+
+    /// Lets the task run to its end on its own.
+    fn detach(mut self) {
+        self.0.take();
+    }
+
+    fn is_running(&self) -> bool {
+        self.0.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+enum WriterCmd {
+    Frame(Bytes),
+    Close,
+}
+
+/// What the spawned tasks report.
+enum Report {
+    Frame {
+        conn: ConnectionId,
+        bytes: Bytes,
+    },
+    ConnLost {
+        conn: ConnectionId,
+        reason: String,
+    },
+    SessionSignal {
+        session: SessionId,
+        payload: Vec<u8>,
+    },
+    SessionDone {
+        session: SessionId,
+        result: Result<Box<dyn Connection>, TransportError>,
+    },
+    Signal {
+        path: PathId,
+        signal: SignedSignal,
+    },
+}
+
+/// The I/O of one connection.
+struct Link {
+    conn: Arc<dyn Connection>,
+    control: mpsc::Sender<WriterCmd>,
+    data: mpsc::Sender<Bytes>,
+    reader: TaskGuard,
+    writer: TaskGuard,
+}
+
+/// The I/O of one handshake.
+struct Handshake {
+    inbound: PipeSender,
+    _task: TaskGuard,
+}
+
+struct AttachedSignaling {
+    signaling: Arc<dyn Signaling>,
+    /// Outgoing signals, sent in order by one task.
+    outgoing: mpsc::Sender<SignedSignal>,
+    _listener: TaskGuard,
+    _sender: TaskGuard,
+}
+
+/// Someone waiting on a ticket.
+enum Pending {
+    Connect(Reply<Result<(), super::ConnectError>>),
+    Bridge(Reply<Result<(), BridgeFailure>>),
+}
+
+pub(super) struct Driver {
+    core: NodeCore,
+    config: super::Config,
+    transport: Arc<dyn Transport>,
+    links: BTreeMap<ConnectionId, Link>,
+    handshakes: BTreeMap<SessionId, Handshake>,
+    signalings: Vec<AttachedSignaling>,
+    pending: BTreeMap<Ticket, Pending>,
+    next_ticket: u64,
+    reports_tx: mpsc::Sender<Report>,
+    reports_rx: mpsc::Receiver<Report>,
+    events_tx: mpsc::Sender<Event>,
+    events: Vec<Event>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Driver {
+    pub(super) fn new(
+        core: NodeCore,
+        transport: Arc<dyn Transport>,
+        events_tx: mpsc::Sender<Event>,
+    ) -> Self {
+        let (reports_tx, reports_rx) = mpsc::channel(INTERNAL_CAPACITY);
+        Self {
+            config: core.config().clone(),
+            core,
+            transport,
+            links: BTreeMap::new(),
+            handshakes: BTreeMap::new(),
+            signalings: Vec::new(),
+            pending: BTreeMap::new(),
+            next_ticket: 0,
+            reports_tx,
+            reports_rx,
+            events_tx,
+            events: Vec::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let local = self.core.local_peer_id();
+        info!(peer = %local.short(), transport = self.transport.name(), "node started");
+        loop {
+            let deadline = self.core.poll_timeout();
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => {
+                        if let Some(done) = self.on_command(cmd) {
+                            self.core.shutdown(now());
+                            self.drain();
+                            self.flush_events().await;
+                            self.signalings.clear();
+                            let _ = done.send(());
+                            break;
+                        }
+                    }
+                    None => {
+                        self.core.shutdown(now());
+                        self.drain();
+                        break;
+                    }
+                },
+                Some(report) = self.reports_rx.recv() => self.on_report(report),
+                () = sleep_until(deadline) => self.core.handle_timeout(now()),
+            }
+            self.drain();
+            self.flush_events().await;
+        }
+        info!(peer = %local.short(), "node stopped");
+    }
+
+    async fn flush_events(&mut self) {
+        for event in std::mem::take(&mut self.events) {
+            if self.events_tx.send(event).await.is_err() {
+                // Nobody listens: events are informational to the application.
+                break;
+            }
+        }
+    }
+
+    fn ticket(&mut self, pending: Pending) -> Ticket {
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        self.pending.insert(ticket, pending);
+        ticket
+    }
+
+    /// Handles a command; returns the reply to send once shut down.
+    fn on_command(&mut self, cmd: Command) -> Option<Reply<()>> {
+        let now = now();
+        match cmd {
+            Command::AttachSignaling(sig) => {
+                self.attach(sig);
+            }
+            Command::Connect {
+                peer,
+                signaling,
+                overlay,
+                reply,
+            } => {
+                let path = self.attach(signaling);
+                let ticket = self.ticket(Pending::Connect(reply));
+                self.core.connect(now, peer, path, overlay, Some(ticket));
+            }
+            Command::JoinOverlay {
+                overlay,
+                contact,
+                reply,
+            } => {
+                let _ = reply.send(self.core.join_overlay(now, overlay, contact));
+            }
+            Command::OpenArc {
+                overlay,
+                peer,
+                reply,
+            } => {
+                let _ = reply.send(self.core.open_arc(now, overlay, peer));
+            }
+            Command::CloseArc {
+                overlay,
+                peer,
+                reply,
+            } => {
+                let _ = reply.send(self.core.close_arc(now, overlay, peer));
+            }
+            Command::DataSender { peer, reply } => {
+                let queue = self
+                    .core
+                    .connection(&peer)
+                    .and_then(|c| self.links.get(&c))
+                    .map(|l| l.data.clone());
+                let _ = reply.send(queue);
+            }
+            Command::Bridge {
+                overlay,
+                from,
+                to,
+                reply,
+            } => {
+                let ticket = self.ticket(Pending::Bridge(reply));
+                self.core.bridge(now, overlay, from, to, Some(ticket));
+            }
+            Command::RequestBridge {
+                overlay,
+                via,
+                to,
+                reply,
+            } => {
+                let ticket = self.ticket(Pending::Connect(reply));
+                self.core
+                    .request_bridge(now, overlay, via, to, Some(ticket));
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Peers { overlay, k, reply } => {
+                let _ = reply.send(self.core.peers(overlay, k).unwrap_or_default());
+            }
+            Command::Leave(overlay) => {
+                if let Err(e) = self.core.leave(now, overlay) {
+                    debug!(error = %e, "leave ignored");
+                }
+            }
+            Command::Shutdown(reply) => return Some(reply),
+        }
+        None
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.core.snapshot();
+        snapshot.connection_tasks = self
+            .links
+            .values()
+            .map(|l| usize::from(l.reader.is_running()) + usize::from(l.writer.is_running()))
+            .sum();
+        snapshot
+    }
+
+    fn on_report(&mut self, report: Report) {
+        let now = now();
+        match report {
+            Report::Frame { conn, bytes } => self.core.handle_frame(now, conn, &bytes),
+            Report::ConnLost { conn, reason } => {
+                self.core.handle_connection_lost(now, conn, reason);
+            }
+            Report::SessionSignal { session, payload } => {
+                self.core.handle_handshake_signal(now, session, payload);
+            }
+            Report::SessionDone { session, result } => {
+                self.handshakes.remove(&session);
+                let (result, conn) = match result {
+                    Ok(conn) => (Ok(()), Some(conn)),
+                    Err(e) => (Err(e), None),
+                };
+                let id = self.core.handle_handshake_done(now, session, result);
+                if let Some(conn) = conn {
+                    match id {
+                        Some(id) => self.add_link(id, conn),
+                        None => {
+                            tokio::spawn(async move { conn.close().await });
+                        }
+                    }
+                }
+            }
+            Report::Signal { path, signal } => self.core.handle_signal(now, path, signal),
+        }
+    }
+
+    /// Carries out every output of the core.
+    fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Transmit { conn, frame } => {
+                    let full = self
+                        .links
+                        .get(&conn)
+                        .is_some_and(|l| l.control.try_send(WriterCmd::Frame(frame)).is_err());
+                    if full {
+                        // The peer does not read fast enough to keep up with control traffic.
+                        let reason = "control queue full (peer too slow)".to_string();
+                        self.core.handle_connection_lost(now(), conn, reason);
+                    }
+                }
+                Output::Close { conn, flush } => self.close_link(conn, flush),
+                Output::StartHandshake {
+                    session,
+                    remote,
+                    role,
+                    first,
+                } => self.start_handshake(session, remote, role, first),
+                Output::HandshakeSignal { session, payload } => {
+                    if let Some(h) = self.handshakes.get(&session) {
+                        match h.inbound.try_send(payload) {
+                            Ok(()) => {}
+                            Err(PipeError::Full) => {
+                                warn!(?session, "handshake signal queue full; signal dropped");
+                            }
+                            Err(_) => {
+                                trace!(?session, "signal after the transport finished ignored");
+                            }
+                        }
+                    }
+                }
+                Output::AbortHandshake { session } => {
+                    self.handshakes.remove(&session);
+                }
+                Output::SendSignal { path, signal } => {
+                    if let Some(s) = self.signalings.get(path.0)
+                        && s.outgoing.try_send(signal).is_err()
+                    {
+                        warn!("signaling queue full; signal dropped (the handshake will time out)");
+                    }
+                }
+                Output::Event(event) => self.events.push(event),
+                Output::Done { ticket, result } => match (self.pending.remove(&ticket), result) {
+                    (Some(Pending::Connect(reply)), Completion::Connect(r)) => {
+                        let _ = reply.send(r);
+                    }
+                    (Some(Pending::Bridge(reply)), Completion::Bridge(r)) => {
+                        let _ = reply.send(r);
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn attach(&mut self, sig: Arc<dyn Signaling>) -> PathId {
+        if let Some(i) = self
+            .signalings
+            .iter()
+            .position(|a| Arc::ptr_eq(&a.signaling, &sig))
+        {
+            return PathId(i);
+        }
+        let path = PathId(self.signalings.len());
+        let tx = self.reports_tx.clone();
+        let listener = sig.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(signal) => {
+                        if tx.send(Report::Signal { path, signal }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "signaling listener ended");
+                        break;
+                    }
+                }
+            }
+        });
+        let (outgoing, mut queue) = mpsc::channel::<SignedSignal>(SIGNALING_QUEUE);
+        let sender = {
+            let sig = sig.clone();
+            tokio::spawn(async move {
+                while let Some(signal) = queue.recv().await {
+                    if let Err(e) = sig.send(signal).await {
+                        debug!(error = %e, "signal not delivered");
+                    }
+                }
+            })
+        };
+        self.signalings.push(AttachedSignaling {
+            signaling: sig,
+            outgoing,
+            _listener: TaskGuard::new(task),
+            _sender: TaskGuard::new(sender),
+        });
+        path
+    }
+
+    fn add_link(&mut self, id: ConnectionId, conn: Box<dyn Connection>) {
+        let conn: Arc<dyn Connection> = Arc::from(conn);
+        let (control_tx, mut control_rx) = mpsc::channel::<WriterCmd>(self.config.control_queue);
+        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(self.config.data_queue);
+        let reader = {
+            let conn = conn.clone();
+            let tx = self.reports_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match conn.recv().await {
+                        Ok(bytes) => {
+                            if tx.send(Report::Frame { conn: id, bytes }).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let reason = e.to_string();
+                            let _ = tx.send(Report::ConnLost { conn: id, reason }).await;
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        let writer = {
+            let conn = conn.clone();
+            let tx = self.reports_tx.clone();
+            tokio::spawn(async move {
+                let mut data_open = true;
+                loop {
+                    let frame = tokio::select! {
+                        biased;
+                        cmd = control_rx.recv() => match cmd {
+                            Some(WriterCmd::Frame(f)) => f,
+                            Some(WriterCmd::Close) | None => {
+                                conn.close().await;
+                                break;
+                            }
+                        },
+                        data = data_rx.recv(), if data_open => match data {
+                            Some(f) => f,
+                            None => { data_open = false; continue; }
+                        },
+                    };
+                    if let Err(e) = conn.send(frame).await {
+                        let reason = e.to_string();
+                        let _ = tx.send(Report::ConnLost { conn: id, reason }).await;
+                        break;
+                    }
+                }
+            })
+        };
+        self.links.insert(
+            id,
+            Link {
+                conn,
+                control: control_tx,
+                data: data_tx,
+                reader: TaskGuard::new(reader),
+                writer: TaskGuard::new(writer),
+            },
+        );
+    }
+
+    fn close_link(&mut self, id: ConnectionId, flush: bool) {
+        let Some(link) = self.links.remove(&id) else {
+            return;
+        };
+        if flush {
+            // The writer sends what is queued, then closes the connection.
+            let _ = link.control.try_send(WriterCmd::Close);
+            link.writer.detach();
+        } else {
+            let conn = link.conn.clone();
+            tokio::spawn(async move { conn.close().await });
+        }
+    }
+
+    fn start_handshake(
+        &mut self,
+        session: SessionId,
+        remote: PeerId,
+        role: Role,
+        first: Option<Vec<u8>>,
+    ) {
+        let (pipe, ends) = SignalPipe::new(self.core.local_peer_id(), remote);
+        let mut outbound = ends.outbound;
+        if let Some(first) = first {
+            let _ = ends.inbound.try_send(first);
+        }
+        let transport = self.transport.clone();
+        let tx = self.reports_tx.clone();
+        let task = tokio::spawn(async move {
+            let fut = match role {
+                Role::Dialer => transport.dial(pipe),
+                Role::Acceptor => transport.accept(pipe),
+            };
+            tokio::pin!(fut);
+            let result = loop {
+                tokio::select! {
+                    result = &mut fut => break result,
+                    Some(payload) = outbound.recv() => {
+                        if tx.send(Report::SessionSignal { session, payload }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            // Signals the transport queued while finishing still go out.
+            while let Ok(payload) = outbound.try_recv() {
+                let _ = tx.send(Report::SessionSignal { session, payload }).await;
+            }
+            let _ = tx.send(Report::SessionDone { session, result }).await;
+        });
+        self.handshakes.insert(
+            session,
+            Handshake {
+                inbound: ends.inbound,
+                _task: TaskGuard::new(task),
+            },
+        );
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
