@@ -377,3 +377,35 @@ inventory::submit! {
 inventory::submit! {
     SignalingPlugin { name: "memory", build: build_memory_signaling }
 }
+
+/// Two signal pipes whose signals are forwarded to each other by a task, so
+/// that two transports can handshake with no node and no signaling: `dialer`
+/// believes it talks to `dial_to`, `acceptor` to `accept_from` (give other
+/// ids than the transports' own to test identity checks). For transport
+/// tests, examples and benchmarks.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn wired_pipes(
+    dialer: PeerId,
+    dial_to: PeerId,
+    acceptor: PeerId,
+    accept_from: PeerId,
+) -> (SignalPipe, SignalPipe) {
+    let (dial_pipe, mut dial_ends) = SignalPipe::new(dialer, dial_to);
+    let (accept_pipe, mut accept_ends) = SignalPipe::new(acceptor, accept_from);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(s) = dial_ends.outbound.recv() => {
+                    if accept_ends.inbound.send(s).await.is_err() { break; }
+                }
+                Some(s) = accept_ends.outbound.recv() => {
+                    if dial_ends.inbound.send(s).await.is_err() { break; }
+                }
+                else => break,
+            }
+        }
+    });
+    (dial_pipe, accept_pipe)
+}

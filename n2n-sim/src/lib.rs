@@ -19,6 +19,8 @@
 //! - [`scenario`]: Spray scenarios (arrivals, churn, failures, loss) read
 //!   from TOML and run cycle by cycle into CSV rows.
 //! - [`plot`]: PNG and SVG plots of the results.
+//! - [`node`]: the node runtime, one whole n2n node core per simulated peer
+//!   (connections, handshakes, bridges, linger and limits all live).
 //!
 //! The same [`Config::seed`] and the same calls reproduce a run exactly,
 //! whatever the number of threads.
@@ -49,6 +51,7 @@
 //! ```
 
 pub mod measure;
+pub mod node;
 pub mod plot;
 mod prefetch;
 mod queue;

@@ -27,6 +27,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use n2n_sim::scenario::{self, Arrival, Failure, Oscillate, Row, RunResult, Scenario};
 use n2n_sim::{measure, plot};
 
+mod node_cli;
+
+/// Which runtime hosts the simulated peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Runtime {
+    /// The idealised runtime: Spray alone, the node's contract in the simulator's code.
+    Ideal,
+    /// One whole n2n node core per peer (connections, handshakes, bridges, limits).
+    Node,
+}
+
 /// Simulates a Spray overlay of many peers, deterministically from a seed.
 #[derive(Debug, Parser)]
 #[command(name = "n2n-sim", version)]
@@ -112,6 +123,12 @@ struct Cli {
     /// Keep the heap on 4 KiB pages (see `huge_pages`).
     #[arg(long)]
     small_pages: bool,
+    /// The runtime hosting the peers.
+    #[arg(long, value_enum, default_value = "ideal")]
+    runtime: Runtime,
+    /// With `--runtime node`: sign and verify every signal with ed25519.
+    #[arg(long)]
+    signed: bool,
 }
 
 /// Where the kernel gives transparent huge pages only to memory that asks
@@ -277,6 +294,9 @@ fn main() -> anyhow::Result<()> {
     let scenario = cli.scenario()?;
     fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
     fs::write(cli.out.join("scenario.toml"), toml::to_string(&scenario)?)?;
+    if cli.runtime == Runtime::Node {
+        return node_cli::run(&scenario, &cli.out, cli.quiet, cli.signed);
+    }
 
     let csv_path = cli
         .csv

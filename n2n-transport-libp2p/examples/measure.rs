@@ -43,20 +43,9 @@ fn key(seed: u64) -> Keypair {
     Keypair::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
 }
 
-/// Two pipes whose signals are forwarded to each other, as a signaling path.
+/// Two pipes whose signals are forwarded to each other.
 fn wire(a: PeerId, b: PeerId) -> (SignalPipe, SignalPipe) {
-    let (dial_pipe, mut d) = SignalPipe::new(a, b);
-    let (accept_pipe, mut c) = SignalPipe::new(b, a);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(s) = d.outbound.recv() => { if c.inbound.send(s).await.is_err() { break; } }
-                Some(s) = c.outbound.recv() => { if d.inbound.send(s).await.is_err() { break; } }
-                else => break,
-            }
-        }
-    });
-    (dial_pipe, accept_pipe)
+    n2n_core::memory::wired_pipes(a, b, b, a)
 }
 
 async fn connect(

@@ -24,30 +24,14 @@ fn config(protocols: &[Protocol]) -> Config {
     }
 }
 
-/// Two pipes whose signals are forwarded to each other: `dialer` thinks it talks
-/// to `dial_to`, `acceptor` thinks it talks to `accept_from`.
+/// Two pipes whose signals are forwarded to each other.
 fn wire(
     dialer: PeerId,
     dial_to: PeerId,
     acceptor: PeerId,
     accept_from: PeerId,
 ) -> (SignalPipe, SignalPipe) {
-    let (dial_pipe, mut dial_ends) = SignalPipe::new(dialer, dial_to);
-    let (accept_pipe, mut accept_ends) = SignalPipe::new(acceptor, accept_from);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(s) = dial_ends.outbound.recv() => {
-                    if accept_ends.inbound.send(s).await.is_err() { break; }
-                }
-                Some(s) = accept_ends.outbound.recv() => {
-                    if dial_ends.inbound.send(s).await.is_err() { break; }
-                }
-                else => break,
-            }
-        }
-    });
-    (dial_pipe, accept_pipe)
+    n2n_core::memory::wired_pipes(dialer, dial_to, acceptor, accept_from)
 }
 
 struct Pair {

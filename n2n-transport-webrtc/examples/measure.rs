@@ -98,22 +98,7 @@ struct N2n {
 
 /// Two pipes whose signals are forwarded to each other.
 fn wire(a: PeerId, b: PeerId) -> (SignalPipe, SignalPipe) {
-    let (dial_pipe, mut dial_ends) = SignalPipe::new(a, b);
-    let (accept_pipe, mut accept_ends) = SignalPipe::new(b, a);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                Some(s) = dial_ends.outbound.recv() => {
-                    if accept_ends.inbound.send(s).await.is_err() { break; }
-                }
-                Some(s) = accept_ends.outbound.recv() => {
-                    if dial_ends.inbound.send(s).await.is_err() { break; }
-                }
-                else => break,
-            }
-        }
-    });
-    (dial_pipe, accept_pipe)
+    n2n_core::memory::wired_pipes(a, b, b, a)
 }
 
 impl N2n {

@@ -142,6 +142,14 @@ impl Builder {
             plugin: "node".into(),
             message: "no transport set".into(),
         })?;
+        if self.config.signal_auth != super::SignalAuth::Ed25519 {
+            return Err(PluginError::Settings {
+                plugin: "node".into(),
+                message:
+                    "unsigned signals are for simulations only; a real node signs every signal"
+                        .into(),
+            });
+        }
         let local = self.keypair.peer_id();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(self.config.event_capacity.max(1));

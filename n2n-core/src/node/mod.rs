@@ -36,6 +36,24 @@ pub struct Config {
     pub max_arcs_per_peer: u32,
     /// Seed of the node's RNG (job ids, session ids). `None`: from the OS.
     pub seed: Option<u64>,
+    /// How signals are authenticated: ed25519 signatures, always, on a real
+    /// network ([`Builder::spawn`] refuses anything else).
+    pub signal_auth: SignalAuth,
+}
+
+/// How a node authenticates the signals it sends and receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SignalAuth {
+    /// Every signal is signed by its author's ed25519 key and verified by its
+    /// recipient, so that no relay or server can forge or alter one.
+    #[default]
+    Ed25519,
+    /// Signals carry no signature and are taken as they come. Only for
+    /// simulations of honest peers (`n2n-sim`'s node runtime), where
+    /// signatures would dominate the simulated time: with it, any relay
+    /// could forge or alter signals. The tokio driver refuses it.
+    UnsignedForSimulation,
 }
 
 impl Default for Config {
@@ -54,6 +72,7 @@ impl Default for Config {
             data_queue: 64,
             max_arcs_per_peer: 4096,
             seed: None,
+            signal_auth: SignalAuth::Ed25519,
         }
     }
 }

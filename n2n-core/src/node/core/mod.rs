@@ -85,7 +85,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{ArcError, Config, ConnectError, Event, NeighbourInfo, Snapshot};
-use crate::arc::ArcSet;
+use crate::arc::{ArcSet, Inview, Outview};
 use crate::bridge::Bridge;
 use crate::identity::{Keypair, PeerId};
 use crate::overlay::{DynOverlay, Input, TimerToken};
@@ -349,6 +349,16 @@ impl NodeCore {
     /// The connection to `peer`, if it is a neighbour.
     pub fn connection(&self, peer: &PeerId) -> Option<ConnectionId> {
         self.peers.get(peer).map(|p| p.conn)
+    }
+
+    /// The arcs of `overlay`: `(inview, outview)`, if any was ever opened.
+    pub fn views(&self, overlay: ProtocolId) -> Option<(&Inview, &Outview)> {
+        self.views.get(&overlay).map(|v| (&v.inview, &v.outview))
+    }
+
+    /// Neighbours, in peer order.
+    pub fn neighbours(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
     }
 
     /// The neighbour at the other end of `conn`.
