@@ -55,6 +55,10 @@ pub const TRANSPORT: &str = "harness";
 /// The one signaling path of the harness: a server that knows every node.
 pub const SERVER: PathId = PathId(0);
 
+/// Steps [`Network::drive`] and [`Network::run_for`] take before they call
+/// it a livelock.
+const DRIVE_BUDGET: u64 = 10_000_000;
+
 /// The run did not come to rest within its step budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no rest after {steps} steps: a livelock")]
@@ -192,7 +196,8 @@ impl Network {
         self.steps
     }
 
-    /// Whether anything (frame, signal, handshake step) is in flight.
+    /// How many deliveries (frames, signals, handshake steps, losses) are in
+    /// flight.
     pub fn in_flight(&self) -> usize {
         self.calendar.len()
     }
@@ -287,12 +292,13 @@ impl Network {
     /// Runs until nothing is in flight; timers fire only when they come
     /// before the next delivery. Panics on a livelock (10⁷ steps).
     pub fn drive(&mut self) {
-        if let Err(e) = self.drive_bounded(10_000_000) {
+        if let Err(e) = self.drive_bounded(DRIVE_BUDGET) {
             panic!("{e}");
         }
     }
 
-    /// As [`Network::drive`], within `max_steps`.
+    /// As [`Network::drive`], within `max_steps` steps (a step is one
+    /// delivery or one wake-up of a node). Returns the steps taken.
     ///
     /// # Errors
     /// [`Livelock`] if deliveries are still in flight after `max_steps`.
@@ -302,38 +308,44 @@ impl Network {
             if steps >= max_steps {
                 return Err(Livelock { steps });
             }
-            self.step_until(at);
+            self.step(at);
             steps += 1;
         }
         Ok(steps)
     }
 
     /// Runs every delivery and timer up to `now + span`, then sets the
-    /// clock there.
+    /// clock there. Panics on a livelock (10⁷ steps).
     pub fn run_for(&mut self, span: Duration) {
         let end = self.now + span;
-        loop {
-            let next_delivery = self.calendar.keys().next().map(|k| k.0);
-            let next_timer = self.timers.iter().next().map(|t| t.0);
-            let next = match (next_delivery, next_timer) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => break,
-            };
-            if next > end {
-                break;
-            }
-            self.step_until(next);
+        let mut steps = 0u64;
+        while self.next_instant().is_some_and(|next| next <= end) {
+            assert!(steps < DRIVE_BUDGET, "{}", Livelock { steps });
+            self.step(end);
+            steps += 1;
         }
-        self.now = end;
+        self.now = self.now.max(end);
     }
 
-    /// Fires timers due before `at`, then the first delivery at `at`.
-    fn step_until(&mut self, at: Instant) {
-        while let Some(&(t, i)) = self.timers.iter().next() {
-            if t > at {
-                break;
-            }
+    /// The time of the next wake-up or delivery.
+    fn next_instant(&self) -> Option<Instant> {
+        let delivery = self.calendar.keys().next().map(|k| k.0);
+        let timer = self.timers.iter().next().map(|t| t.0);
+        match (delivery, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes one step, if one is due by `until`: the earliest wake-up or
+    /// delivery, a wake-up first when both are due at the same instant.
+    fn step(&mut self, until: Instant) {
+        let delivery = self.calendar.keys().next().map(|k| k.0);
+        let timer = self.timers.iter().next().copied();
+        if let Some((t, i)) = timer
+            && t <= until
+            && delivery.is_none_or(|d| t <= d)
+        {
             self.now = self.now.max(t);
             self.timers.remove(&(t, i));
             self.nodes[i].wake = None;
@@ -341,8 +353,11 @@ impl Network {
             let now = self.now;
             self.nodes[i].core.handle_timeout(now);
             self.after_input(i);
+            return;
         }
-        if let Some(((t, _), delivery)) = self.calendar.pop_first() {
+        if delivery.is_some_and(|d| d <= until)
+            && let Some(((t, _), delivery)) = self.calendar.pop_first()
+        {
             self.now = self.now.max(t);
             self.steps += 1;
             self.deliver(delivery);
