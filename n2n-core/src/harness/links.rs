@@ -166,10 +166,13 @@ impl Network {
     }
 
     pub(super) fn send_signal(&mut self, signal: SignedSignal) {
-        let Some(node) = self.index_of(&signal.signal.to) else {
-            return;
-        };
-        if self.draw(self.link.loss) {
+        if let Some(node) = self.index_of(&signal.signal.to) {
+            self.send_signal_to(node, signal);
+        }
+    }
+
+    pub(super) fn send_signal_to(&mut self, node: usize, signal: SignedSignal) {
+        if node >= self.nodes.len() || self.draw(self.link.loss) {
             return;
         }
         let at = self.now + self.hop();

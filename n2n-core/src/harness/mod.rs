@@ -257,6 +257,12 @@ impl Network {
         self.send_signal(signal);
     }
 
+    /// Has the server deliver `signal` to node `to`, whatever recipient it
+    /// names (a misrouting or malicious server).
+    pub fn inject_signal_to(&mut self, to: usize, signal: SignedSignal) {
+        self.send_signal_to(to, signal);
+    }
+
     /// Node `i` crashes: it stops, and each of its connections is seen as
     /// lost by the remote one link latency later.
     pub fn crash(&mut self, i: usize) {
