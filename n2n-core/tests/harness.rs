@@ -342,8 +342,7 @@ fn scenario(seed: u64) -> (Vec<Vec<Event>>, u64, Duration) {
     }
     net.run_for(Duration::from_secs(1));
     for i in 1..4 {
-        let (from, to) = (net.peer(i), net.peer(i + 1));
-        h::start_bridge(&mut net, 0, from, to);
+        h::start_bridge(&mut net, 0, i, i + 1);
     }
     net.run_for(Duration::from_secs(1));
     net.crash(2);

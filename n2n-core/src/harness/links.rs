@@ -126,7 +126,7 @@ impl Network {
         let Some(&(node, remote_conn)) = self.links.get(&(from, conn)) else {
             return;
         };
-        if self.draw(self.link.loss) {
+        if self.is_cut(from, node) || self.draw(self.link.loss) {
             return;
         }
         let copies = if self.draw(self.link.duplicate) { 2 } else { 1 };
@@ -242,6 +242,10 @@ impl Network {
         };
         if let Some(end) = self.handshakes.get_mut(&(i, session)) {
             end.partner = Some(partner);
+        }
+        if self.is_cut(i, partner.0) {
+            // The transport's packets never arrive: it hangs.
+            return;
         }
         let rtt = self.link.latency * 2;
         let rounds = self.link.handshake_round_trips.max(1);

@@ -67,10 +67,16 @@ pub struct Livelock {
     pub steps: u64,
 }
 
+/// Rewrites what a node's core transmits on a connection: the frames
+/// returned go out instead (none drops it). The test plays a neighbour that
+/// runs an honest core but tampers with its messages.
+pub type Tamper = Box<dyn FnMut(&[u8]) -> Vec<Vec<u8>> + Send>;
+
 /// One node of the network and what it reported.
 #[derive(Debug)]
 struct Node {
     core: NodeCore,
+    tamper: TamperSlot,
     alive: bool,
     events: VecDeque<Event>,
     done: BTreeMap<Ticket, Completion>,
@@ -96,7 +102,17 @@ pub struct Network {
     links: BTreeMap<(usize, ConnectionId), (usize, ConnectionId)>,
     /// Per directed link, the latest delivery time (connections are ordered).
     last_delivery: BTreeMap<(usize, ConnectionId), Instant>,
+    /// Pairs of nodes (smaller first) whose transport links are cut.
+    cuts: BTreeSet<(usize, usize)>,
     steps: u64,
+}
+
+struct TamperSlot(Option<Tamper>);
+
+impl std::fmt::Debug for TamperSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl Network {
@@ -115,6 +131,7 @@ impl Network {
             handshakes: BTreeMap::new(),
             links: BTreeMap::new(),
             last_delivery: BTreeMap::new(),
+            cuts: BTreeSet::new(),
             steps: 0,
         }
     }
@@ -149,6 +166,7 @@ impl Network {
         let core = NodeCore::new(self.now, config, key, TRANSPORT, overlays, protocols, seed);
         self.nodes.push(Node {
             core,
+            tamper: TamperSlot(None),
             alive: true,
             events: VecDeque::new(),
             done: BTreeMap::new(),
@@ -261,6 +279,24 @@ impl Network {
     /// names (a misrouting or malicious server).
     pub fn inject_signal_to(&mut self, to: usize, signal: SignedSignal) {
         self.send_signal_to(to, signal);
+    }
+
+    /// Cuts the transport link between nodes `a` and `b`: their connections go
+    /// silent (no close, as when a cable is pulled) and their handshakes never
+    /// finish. Signals through the server still pass.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.cuts.insert((a.min(b), a.max(b)));
+    }
+
+    /// Whether the link between `a` and `b` is cut.
+    pub fn is_cut(&self, a: usize, b: usize) -> bool {
+        self.cuts.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// From now on, every frame node `i`'s core transmits goes through
+    /// `tamper` (`None`: untouched again).
+    pub fn set_tamper(&mut self, i: usize, tamper: Option<Tamper>) {
+        self.nodes[i].tamper = TamperSlot(tamper);
     }
 
     /// Node `i` crashes: it stops, and each of its connections is seen as
@@ -392,7 +428,14 @@ impl Network {
 
     fn on_output(&mut self, i: usize, output: Output) {
         match output {
-            Output::Transmit { conn, frame } => self.transmit(i, conn, frame),
+            Output::Transmit { conn, frame } => match self.nodes[i].tamper.0.as_mut() {
+                Some(tamper) => {
+                    for frame in tamper(&frame) {
+                        self.transmit(i, conn, frame.into());
+                    }
+                }
+                None => self.transmit(i, conn, frame),
+            },
             Output::Close { conn, .. } => self.break_link((i, conn), "closed by remote"),
             Output::StartHandshake {
                 session,

@@ -56,6 +56,17 @@ pub fn close_arc(net: &mut Network, a: usize, b: usize) -> Result<(), ArcError> 
 pub fn start_bridge(
     net: &mut Network,
     b: usize,
+    from: usize,
+    to: usize,
+) -> n2n_core::node::core::Ticket {
+    let (from, to) = (net.peer(from), net.peer(to));
+    start_bridge_peers(net, b, from, to)
+}
+
+/// As [`start_bridge`], naming peers (possibly strangers).
+pub fn start_bridge_peers(
+    net: &mut Network,
+    b: usize,
     from: PeerId,
     to: PeerId,
 ) -> n2n_core::node::core::Ticket {
@@ -89,7 +100,7 @@ pub fn bridge_peers(
     from: PeerId,
     to: PeerId,
 ) -> Result<(), BridgeFailure> {
-    let ticket = start_bridge(net, b, from, to);
+    let ticket = start_bridge_peers(net, b, from, to);
     net.drive();
     bridge_result(net, b, ticket).expect("the bridge finished")
 }
