@@ -385,3 +385,214 @@ fn twenty_peers_bridged_into_a_ring_keep_exact_arc_counts() {
 fn two_hundred_peers_bridged_into_a_ring_keep_exact_arc_counts() {
     ring(200, 600, 8);
 }
+
+// ----- a neighbour that breaks the bridge protocol -----
+
+/// B passes its frames through untouched and keeps the job ids of the
+/// `ConnectTo`s it sends.
+fn record_jobs(net: &mut Network, b: usize) -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
+    let jobs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = jobs.clone();
+    net.set_tamper(
+        b,
+        Some(Box::new(move |frame: &[u8]| {
+            if let Ok(Message::Bridge(m)) = wire::decode(frame)
+                && let BridgeMessage::ConnectTo { job, .. } = *m
+            {
+                seen.lock().unwrap().push(job);
+            }
+            vec![frame.to_vec()]
+        })),
+    );
+    jobs
+}
+
+#[test]
+fn relays_that_break_the_job_are_counted_and_fail_it() {
+    let mut net = line(12);
+    let d = h::add(&mut net, 4, test_config());
+    h::connect(&mut net, d, B).unwrap();
+    let (a, c) = (net.peer(A), net.peer(C));
+    let stranger = key(99).peer_id();
+    let jobs = record_jobs(&mut net, B);
+    net.cut(A, C);
+    let ticket = h::start_bridge(&mut net, B, A, C);
+    net.run_for(Duration::from_millis(100));
+    let job = jobs.lock().unwrap()[0];
+    let signal = h::signed(&key(1), c, 1, n2n_core::signal::Role::Dialer, 5, b"x");
+    // D is not part of the job: counted, the job goes on.
+    let relay = |from, to| {
+        bridge_frame(BridgeMessage::Relay {
+            job,
+            from,
+            to,
+            signal: signal.clone(),
+        })
+    };
+    net.inject_frame(d, B, relay(net.peer(d), c));
+    net.drive();
+    assert_eq!(snap(&net, B).protocol_violations, 1);
+    assert_eq!(snap(&net, B).relay_jobs, 1);
+    // A names a stranger as the recipient: counted, and the job fails.
+    net.inject_frame(A, B, relay(a, stranger));
+    net.drive();
+    assert_eq!(snap(&net, B).protocol_violations, 2);
+    assert!(matches!(
+        h::bridge_result(&mut net, B, ticket),
+        Some(Err(BridgeFailure::SignalRejected(_)))
+    ));
+    assert_eq!(snap(&net, B).relay_jobs, 0);
+    net.run_for(test_config().bridge_timeout);
+    assert_tables_empty(&net, &[A, B, C, d]);
+    assert_eq!(assert_consistent(&net), 5);
+}
+
+#[test]
+fn requests_and_relays_naming_non_neighbours_are_refused() {
+    let mut net = line(13);
+    let a = net.peer(A);
+    let stranger = key(99).peer_id();
+    net.inject_frame(
+        A,
+        B,
+        bridge_frame(BridgeMessage::BridgeRequest {
+            request: 1,
+            overlay: O,
+            to: stranger,
+        }),
+    );
+    // A relay for a job that does not exist, towards a stranger.
+    net.inject_frame(
+        A,
+        B,
+        bridge_frame(BridgeMessage::Relay {
+            job: 7,
+            from: a,
+            to: stranger,
+            signal: h::signed(
+                &key(1),
+                stranger,
+                1,
+                n2n_core::signal::Role::Dialer,
+                0,
+                b"x",
+            ),
+        }),
+    );
+    net.drive();
+    let sb = snap(&net, B);
+    assert_eq!((sb.relayed_signals, sb.bridges_failed), (0, 1));
+    assert_eq!(
+        net.events(B),
+        vec![Event::BridgeDone {
+            job: 0,
+            overlay: O,
+            from: a,
+            to: stranger,
+            result: Err(BridgeFailure::NotNeighbour(stranger))
+        }]
+    );
+    assert_tables_empty(&net, &[A, B, C]);
+    assert_eq!(assert_consistent(&net), 4);
+}
+
+#[test]
+fn connect_to_orders_that_cannot_be_served_fail_cleanly() {
+    let mut net = line(14);
+    let a = net.peer(A);
+    let stranger = key(99).peer_id();
+    let order = |job, overlay, to| {
+        bridge_frame(BridgeMessage::ConnectTo {
+            job,
+            overlay,
+            to,
+            request: None,
+        })
+    };
+    // To A itself, in an overlay A does not run, then twice the same job to
+    // a peer B cannot relay to.
+    net.inject_frame(B, A, order(1, O, a));
+    net.inject_frame(B, A, order(2, ProtocolId::from_name("other"), stranger));
+    net.inject_frame(B, A, order(3, O, stranger));
+    net.inject_frame(B, A, order(3, O, stranger));
+    net.drive();
+    assert_eq!(snap(&net, A).protocol_violations, 1, "the repeated job");
+    // B knows no job 3: A's dial fails, nothing is left.
+    let events = net.events(A);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::ConnectFailed {
+                overlay: Some(O),
+                peer,
+                reason: ConnectError::Bridge(BridgeFailure::UnknownJob),
+            }] if *peer == stranger
+        ),
+        "{events:?}"
+    );
+    assert_tables_empty(&net, &[A, B, C]);
+    assert_eq!(assert_consistent(&net), 4);
+}
+
+#[test]
+fn relayed_signals_that_fail_verification_start_nothing() {
+    let mut net = line(15);
+    let (a, b) = (net.peer(A), net.peer(B));
+    let c = net.peer(C);
+    let kc = key(3);
+    let offer = h::offer(2, 1);
+    let relay = |job, from, signal| {
+        bridge_frame(BridgeMessage::Relay {
+            job,
+            from,
+            to: a,
+            signal,
+        })
+    };
+    // C's offer with an altered payload; C's offer said to come from B; C's
+    // offer addressed to B; all through B.
+    let mut altered = h::signed(&kc, a, 1, n2n_core::signal::Role::Dialer, 0, &offer);
+    altered.signal.payload[0] ^= 1;
+    let genuine = h::signed(&kc, a, 2, n2n_core::signal::Role::Dialer, 0, &offer);
+    let misaddressed = h::signed(&kc, b, 3, n2n_core::signal::Role::Dialer, 0, &offer);
+    net.inject_frame(B, A, relay(11, c, altered));
+    net.inject_frame(B, A, relay(12, b, genuine));
+    net.inject_frame(B, A, relay(13, c, misaddressed));
+    net.drive();
+    let sa = snap(&net, A);
+    assert_eq!((sa.handshakes, sa.bridge_endpoints), (0, 0));
+    assert_eq!(sa.neighbours.len(), 1);
+    assert!(net.events(A).is_empty());
+    assert_tables_empty(&net, &[A, B, C]);
+    assert_eq!(assert_consistent(&net), 4);
+}
+
+#[test]
+fn results_and_failures_of_unknown_jobs_are_ignored() {
+    let mut net = line(16);
+    for message in [
+        BridgeMessage::BridgeResult {
+            job: 1,
+            result: Ok(()),
+        },
+        BridgeMessage::RelayFailed {
+            job: 2,
+            reason: BridgeFailure::Timeout,
+        },
+        BridgeMessage::BridgeRefused {
+            request: 3,
+            reason: BridgeFailure::TooManyJobs,
+        },
+    ] {
+        net.inject_frame(A, B, bridge_frame(message.clone()));
+        net.inject_frame(B, A, bridge_frame(message));
+    }
+    net.drive();
+    for i in [A, B] {
+        let s = snap(&net, i);
+        assert_eq!((s.bridges_ok, s.bridges_failed), (0, 0));
+        assert!(net.events(i).is_empty());
+    }
+    assert_tables_empty(&net, &[A, B, C]);
+    assert_eq!(assert_consistent(&net), 4);
+}
