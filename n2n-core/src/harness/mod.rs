@@ -11,9 +11,15 @@
 //!
 //! Tests connect nodes, act, [`Network::drive`] until nothing is in flight
 //! (or [`Network::run_for`] a span of virtual time, timers included), and
-//! assert each node's events and tables. A test can also act as a
-//! misbehaving peer: [`Network::inject_frame`] writes raw bytes on a
-//! connection, [`Network::inject_signal`] hands any signal to the server.
+//! assert each node's events and tables. A step is one delivery or one
+//! wake-up of a node; [`Network::drive_bounded`] counts them and reports a
+//! [`Livelock`]. A test can also act as a misbehaving peer:
+//! [`Network::inject_frame`] writes raw bytes on a connection,
+//! [`Network::inject_signal`] hands any signal to the server (and
+//! [`Network::inject_signal_to`] has it misroute one), [`Network::set_tamper`]
+//! rewrites what a node's honest core transmits, [`Network::cut`] pulls the
+//! cable between two nodes and [`Network::crash`] stops one.
+//! [`adversary::Adversary`] packs a misbehaving neighbour for fuzzers.
 //!
 //! ```
 //! use n2n_core::harness::Network;
@@ -29,6 +35,7 @@
 //! assert_eq!(net.core(b).snapshot().view(APP).0.count(&net.peer(a)), 1);
 //! ```
 
+pub mod adversary;
 mod links;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
