@@ -32,7 +32,8 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Whether jitter may reorder the frames of one connection.
     pub reorder: bool,
-    /// Round trips of the transport's handshake after the offer and answer.
+    /// Round trips of the transport's handshake after the offer and answer
+    /// (at least one).
     pub handshake_round_trips: u32,
 }
 
@@ -82,6 +83,8 @@ pub(super) enum Delivery {
 #[derive(Debug)]
 pub(super) struct HandshakeEnd {
     role: Role,
+    /// The peer the core meant to reach: the transport authenticates it.
+    remote: PeerId,
     partner: Option<(usize, SessionId)>,
 }
 
@@ -123,17 +126,18 @@ impl Network {
         let Some(&(node, remote_conn)) = self.links.get(&(from, conn)) else {
             return;
         };
-        if self.draw(self.link.loss) {
+        if self.is_cut(from, node) || self.draw(self.link.loss) {
             return;
         }
         let copies = if self.draw(self.link.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
             let mut at = self.now + self.hop();
+            let last = self.last_delivery.entry((from, conn)).or_insert(at);
             if !self.link.reorder {
-                let last = self.last_delivery.entry((from, conn)).or_insert(at);
                 at = at.max(*last);
-                *last = at;
             }
+            // Kept even when reordering, so that a close comes after every frame.
+            *last = (*last).max(at);
             let bytes = bytes.clone();
             self.schedule(
                 at,
@@ -162,10 +166,13 @@ impl Network {
     }
 
     pub(super) fn send_signal(&mut self, signal: SignedSignal) {
-        let Some(node) = self.index_of(&signal.signal.to) else {
-            return;
-        };
-        if self.draw(self.link.loss) {
+        if let Some(node) = self.index_of(&signal.signal.to) {
+            self.send_signal_to(node, signal);
+        }
+    }
+
+    pub(super) fn send_signal_to(&mut self, node: usize, signal: SignedSignal) {
+        if node >= self.nodes.len() || self.draw(self.link.loss) {
             return;
         }
         let at = self.now + self.hop();
@@ -176,12 +183,13 @@ impl Network {
         &mut self,
         i: usize,
         session: SessionId,
-        _remote: PeerId,
+        remote: PeerId,
         role: Role,
         first: Option<Vec<u8>>,
     ) {
         let mut end = HandshakeEnd {
             role,
+            remote,
             partner: None,
         };
         let now = self.now;
@@ -198,7 +206,8 @@ impl Network {
                 );
             }
             Role::Acceptor => {
-                let Some(partner) = first.as_deref().and_then(|p| parse_hello(OFFER, p)) else {
+                let partner = first.as_deref().and_then(|p| parse_hello(OFFER, p));
+                let Some(partner) = partner.filter(|p| self.is_node(p.0, &remote)) else {
                     // Not an offer of this transport: the accept fails at once.
                     self.handshakes.insert((i, session), end);
                     self.schedule(now, Delivery::HandshakeDone { node: i, session });
@@ -220,20 +229,34 @@ impl Network {
     }
 
     pub(super) fn handshake_signal(&mut self, i: usize, session: SessionId, payload: &[u8]) {
-        let Some(end) = self.handshakes.get_mut(&(i, session)) else {
+        let Some(end) = self.handshakes.get(&(i, session)) else {
             return;
         };
         if end.role != Role::Dialer || end.partner.is_some() {
             return;
         }
-        let Some(partner) = parse_hello(ANSWER, payload) else {
+        let remote = end.remote;
+        let Some(partner) = parse_hello(ANSWER, payload).filter(|p| self.is_node(p.0, &remote))
+        else {
             return;
         };
-        end.partner = Some(partner);
+        if let Some(end) = self.handshakes.get_mut(&(i, session)) {
+            end.partner = Some(partner);
+        }
+        if self.is_cut(i, partner.0) {
+            // The transport's packets never arrive: it hangs.
+            return;
+        }
         let rtt = self.link.latency * 2;
         let rounds = self.link.handshake_round_trips.max(1);
         let at = self.now + rtt * rounds;
         self.schedule(at, Delivery::HandshakeDone { node: i, session });
+    }
+
+    /// Whether `node` exists and is `peer`: a hello naming anyone else (a
+    /// forged or altered signal) is not this transport's.
+    fn is_node(&self, node: usize, peer: &PeerId) -> bool {
+        node < self.nodes.len() && self.peer(node) == *peer
     }
 
     pub(super) fn abort_handshake(&mut self, i: usize, session: SessionId) {
@@ -282,9 +305,15 @@ impl Network {
         let Some(end) = self.handshakes.remove(&(i, session)) else {
             return;
         };
-        let partner = end
-            .partner
-            .filter(|p| self.nodes[p.0].alive && self.handshakes.contains_key(p));
+        // The partner's end must name this one back: a hello replayed into
+        // another handshake pairs nothing.
+        let partner = end.partner.filter(|p| {
+            self.nodes[p.0].alive
+                && self
+                    .handshakes
+                    .get(p)
+                    .is_some_and(|theirs| theirs.partner == Some((i, session)))
+        });
         let Some((j, theirs)) = partner else {
             let error = TransportError::Other(format!(
                 "the {TRANSPORT} handshake found no remote to finish with"

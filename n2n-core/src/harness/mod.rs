@@ -11,9 +11,15 @@
 //!
 //! Tests connect nodes, act, [`Network::drive`] until nothing is in flight
 //! (or [`Network::run_for`] a span of virtual time, timers included), and
-//! assert each node's events and tables. A test can also act as a
-//! misbehaving peer: [`Network::inject_frame`] writes raw bytes on a
-//! connection, [`Network::inject_signal`] hands any signal to the server.
+//! assert each node's events and tables. A step is one delivery or one
+//! wake-up of a node; [`Network::drive_bounded`] counts them and reports a
+//! [`Livelock`]. A test can also act as a misbehaving peer:
+//! [`Network::inject_frame`] writes raw bytes on a connection,
+//! [`Network::inject_signal`] hands any signal to the server (and
+//! [`Network::inject_signal_to`] has it misroute one), [`Network::set_tamper`]
+//! rewrites what a node's honest core transmits, [`Network::cut`] pulls the
+//! cable between two nodes and [`Network::crash`] stops one.
+//! [`adversary::Adversary`] packs a misbehaving neighbour for fuzzers.
 //!
 //! ```
 //! use n2n_core::harness::Network;
@@ -29,6 +35,7 @@
 //! assert_eq!(net.core(b).snapshot().view(APP).0.count(&net.peer(a)), 1);
 //! ```
 
+pub mod adversary;
 mod links;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -55,6 +62,10 @@ pub const TRANSPORT: &str = "harness";
 /// The one signaling path of the harness: a server that knows every node.
 pub const SERVER: PathId = PathId(0);
 
+/// Steps [`Network::drive`] and [`Network::run_for`] take before they call
+/// it a livelock.
+const DRIVE_BUDGET: u64 = 10_000_000;
+
 /// The run did not come to rest within its step budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no rest after {steps} steps: a livelock")]
@@ -63,10 +74,16 @@ pub struct Livelock {
     pub steps: u64,
 }
 
+/// Rewrites what a node's core transmits on a connection: the frames
+/// returned go out instead (none drops it). The test plays a neighbour that
+/// runs an honest core but tampers with its messages.
+pub type Tamper = Box<dyn FnMut(&[u8]) -> Vec<Vec<u8>> + Send>;
+
 /// One node of the network and what it reported.
 #[derive(Debug)]
 struct Node {
     core: NodeCore,
+    tamper: TamperSlot,
     alive: bool,
     events: VecDeque<Event>,
     done: BTreeMap<Ticket, Completion>,
@@ -92,7 +109,17 @@ pub struct Network {
     links: BTreeMap<(usize, ConnectionId), (usize, ConnectionId)>,
     /// Per directed link, the latest delivery time (connections are ordered).
     last_delivery: BTreeMap<(usize, ConnectionId), Instant>,
+    /// Pairs of nodes (smaller first) whose transport links are cut.
+    cuts: BTreeSet<(usize, usize)>,
     steps: u64,
+}
+
+struct TamperSlot(Option<Tamper>);
+
+impl std::fmt::Debug for TamperSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl Network {
@@ -111,6 +138,7 @@ impl Network {
             handshakes: BTreeMap::new(),
             links: BTreeMap::new(),
             last_delivery: BTreeMap::new(),
+            cuts: BTreeSet::new(),
             steps: 0,
         }
     }
@@ -145,6 +173,7 @@ impl Network {
         let core = NodeCore::new(self.now, config, key, TRANSPORT, overlays, protocols, seed);
         self.nodes.push(Node {
             core,
+            tamper: TamperSlot(None),
             alive: true,
             events: VecDeque::new(),
             done: BTreeMap::new(),
@@ -192,7 +221,8 @@ impl Network {
         self.steps
     }
 
-    /// Whether anything (frame, signal, handshake step) is in flight.
+    /// How many deliveries (frames, signals, handshake steps, losses) are in
+    /// flight.
     pub fn in_flight(&self) -> usize {
         self.calendar.len()
     }
@@ -252,6 +282,30 @@ impl Network {
         self.send_signal(signal);
     }
 
+    /// Has the server deliver `signal` to node `to`, whatever recipient it
+    /// names (a misrouting or malicious server).
+    pub fn inject_signal_to(&mut self, to: usize, signal: SignedSignal) {
+        self.send_signal_to(to, signal);
+    }
+
+    /// Cuts the transport link between nodes `a` and `b`: their connections go
+    /// silent (no close, as when a cable is pulled) and their handshakes never
+    /// finish. Signals through the server still pass.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.cuts.insert((a.min(b), a.max(b)));
+    }
+
+    /// Whether the link between `a` and `b` is cut.
+    pub fn is_cut(&self, a: usize, b: usize) -> bool {
+        self.cuts.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// From now on, every frame node `i`'s core transmits goes through
+    /// `tamper` (`None`: untouched again).
+    pub fn set_tamper(&mut self, i: usize, tamper: Option<Tamper>) {
+        self.nodes[i].tamper = TamperSlot(tamper);
+    }
+
     /// Node `i` crashes: it stops, and each of its connections is seen as
     /// lost by the remote one link latency later.
     pub fn crash(&mut self, i: usize) {
@@ -287,12 +341,13 @@ impl Network {
     /// Runs until nothing is in flight; timers fire only when they come
     /// before the next delivery. Panics on a livelock (10⁷ steps).
     pub fn drive(&mut self) {
-        if let Err(e) = self.drive_bounded(10_000_000) {
+        if let Err(e) = self.drive_bounded(DRIVE_BUDGET) {
             panic!("{e}");
         }
     }
 
-    /// As [`Network::drive`], within `max_steps`.
+    /// As [`Network::drive`], within `max_steps` steps (a step is one
+    /// delivery or one wake-up of a node). Returns the steps taken.
     ///
     /// # Errors
     /// [`Livelock`] if deliveries are still in flight after `max_steps`.
@@ -302,38 +357,44 @@ impl Network {
             if steps >= max_steps {
                 return Err(Livelock { steps });
             }
-            self.step_until(at);
+            self.step(at);
             steps += 1;
         }
         Ok(steps)
     }
 
     /// Runs every delivery and timer up to `now + span`, then sets the
-    /// clock there.
+    /// clock there. Panics on a livelock (10⁷ steps).
     pub fn run_for(&mut self, span: Duration) {
         let end = self.now + span;
-        loop {
-            let next_delivery = self.calendar.keys().next().map(|k| k.0);
-            let next_timer = self.timers.iter().next().map(|t| t.0);
-            let next = match (next_delivery, next_timer) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => break,
-            };
-            if next > end {
-                break;
-            }
-            self.step_until(next);
+        let mut steps = 0u64;
+        while self.next_instant().is_some_and(|next| next <= end) {
+            assert!(steps < DRIVE_BUDGET, "{}", Livelock { steps });
+            self.step(end);
+            steps += 1;
         }
-        self.now = end;
+        self.now = self.now.max(end);
     }
 
-    /// Fires timers due before `at`, then the first delivery at `at`.
-    fn step_until(&mut self, at: Instant) {
-        while let Some(&(t, i)) = self.timers.iter().next() {
-            if t > at {
-                break;
-            }
+    /// The time of the next wake-up or delivery.
+    fn next_instant(&self) -> Option<Instant> {
+        let delivery = self.calendar.keys().next().map(|k| k.0);
+        let timer = self.timers.iter().next().map(|t| t.0);
+        match (delivery, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes one step, if one is due by `until`: the earliest wake-up or
+    /// delivery, a wake-up first when both are due at the same instant.
+    fn step(&mut self, until: Instant) {
+        let delivery = self.calendar.keys().next().map(|k| k.0);
+        let timer = self.timers.iter().next().copied();
+        if let Some((t, i)) = timer
+            && t <= until
+            && delivery.is_none_or(|d| t <= d)
+        {
             self.now = self.now.max(t);
             self.timers.remove(&(t, i));
             self.nodes[i].wake = None;
@@ -341,8 +402,11 @@ impl Network {
             let now = self.now;
             self.nodes[i].core.handle_timeout(now);
             self.after_input(i);
+            return;
         }
-        if let Some(((t, _), delivery)) = self.calendar.pop_first() {
+        if delivery.is_some_and(|d| d <= until)
+            && let Some(((t, _), delivery)) = self.calendar.pop_first()
+        {
             self.now = self.now.max(t);
             self.steps += 1;
             self.deliver(delivery);
@@ -371,7 +435,14 @@ impl Network {
 
     fn on_output(&mut self, i: usize, output: Output) {
         match output {
-            Output::Transmit { conn, frame } => self.transmit(i, conn, frame),
+            Output::Transmit { conn, frame } => match self.nodes[i].tamper.0.as_mut() {
+                Some(tamper) => {
+                    for frame in tamper(&frame) {
+                        self.transmit(i, conn, frame.into());
+                    }
+                }
+                None => self.transmit(i, conn, frame),
+            },
             Output::Close { conn, .. } => self.break_link((i, conn), "closed by remote"),
             Output::StartHandshake {
                 session,

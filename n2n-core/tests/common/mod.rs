@@ -169,3 +169,4 @@ impl TestNode {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+pub mod harness;
