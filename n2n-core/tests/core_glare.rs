@@ -1,0 +1,128 @@
+//! Glare on the harness when one or both dials are bridged: two peers that
+//! dial each other at once, through the server or through a common
+//! neighbour, end with one connection, every arc asked for, and no state
+//! left, whichever peer id is smaller.
+
+mod common;
+
+use common::harness::{self as h, assert_consistent, assert_tables_empty, out_count};
+use common::{O, test_config};
+use n2n_core::harness::Network;
+use n2n_core::node::Event;
+use n2n_core::node::core::Completion;
+
+/// A and C (keys `ka`, `kc`) both connected to B (key 2).
+fn triangle(ka: u64, kc: u64) -> (Network, usize, usize, usize) {
+    let mut net = Network::new(ka * 10 + kc);
+    let a = h::add(&mut net, ka, test_config());
+    let b = h::add(&mut net, 2, test_config());
+    let c = h::add(&mut net, kc, test_config());
+    h::connect(&mut net, a, b).unwrap();
+    h::connect(&mut net, c, b).unwrap();
+    for i in [a, b, c] {
+        net.events(i);
+    }
+    (net, a, b, c)
+}
+
+const KEYS: [(u64, u64); 4] = [(1, 3), (3, 1), (5, 8), (8, 5)];
+
+fn one_connection(net: &mut Network, a: usize, c: usize) {
+    let peer = net.peer(c);
+    let connected = net
+        .events(a)
+        .iter()
+        .filter(|e| matches!(e, Event::Connected { peer: p } if *p == peer))
+        .count();
+    assert_eq!(connected, 1);
+}
+
+#[test]
+fn a_bridged_dial_meets_a_direct_one() {
+    for (ka, kc) in KEYS {
+        let (mut net, a, b, c) = triangle(ka, kc);
+        let bridge = h::start_bridge(&mut net, b, a, c);
+        // C dials A through the server as B's order leaves.
+        let direct = net.connect(c, a, Some(O));
+        net.drive();
+        assert_eq!(h::bridge_result(&mut net, b, bridge), Some(Ok(())));
+        assert_eq!(net.take_done(c, direct), Some(Completion::Connect(Ok(()))));
+        assert_eq!((out_count(&net, a, c), out_count(&net, c, a)), (1, 1));
+        one_connection(&mut net, a, c);
+        one_connection(&mut net, c, a);
+        net.run_for(test_config().bridge_timeout);
+        assert_tables_empty(&net, &[a, b, c]);
+        assert_eq!(assert_consistent(&net), 4, "keys {ka}, {kc}");
+    }
+}
+
+#[test]
+fn two_bridged_dials_meet() {
+    for (ka, kc) in KEYS {
+        let (mut net, a, b, c) = triangle(ka, kc);
+        let one = h::start_bridge(&mut net, b, a, c);
+        let other = h::start_bridge(&mut net, b, c, a);
+        net.drive();
+        assert_eq!(h::bridge_result(&mut net, b, one), Some(Ok(())));
+        assert_eq!(h::bridge_result(&mut net, b, other), Some(Ok(())));
+        assert_eq!((out_count(&net, a, c), out_count(&net, c, a)), (1, 1));
+        one_connection(&mut net, a, c);
+        one_connection(&mut net, c, a);
+        net.run_for(test_config().bridge_timeout);
+        assert_tables_empty(&net, &[a, b, c]);
+        assert_eq!(assert_consistent(&net), 4, "keys {ka}, {kc}");
+    }
+}
+
+#[test]
+fn concurrent_bridges_on_jittery_links_add_one_arc_each() {
+    use n2n_core::harness::LinkConfig;
+    use n2n_core::time::Duration;
+    use rand::{Rng, SeedableRng};
+    for seed in 0..4 {
+        let n = 30;
+        let mut net = h::network(seed, n, 300);
+        for i in 1..n {
+            h::connect(
+                &mut net,
+                i,
+                rand_chacha::ChaCha8Rng::seed_from_u64(seed + i as u64).random_range(0..i),
+            )
+            .unwrap();
+        }
+        net.set_links(LinkConfig {
+            jitter: Duration::from_millis(5),
+            ..LinkConfig::default()
+        });
+        let before = assert_consistent(&net);
+        // Every node bridges two random neighbours of its own, all at once.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut tickets = Vec::new();
+        for round in 0..4 {
+            for b in 0..n {
+                let s = h::snap(&net, b);
+                if s.neighbours.len() < 2 {
+                    continue;
+                }
+                let x = s.neighbours[rng.random_range(0..s.neighbours.len())].peer;
+                let y = s.neighbours[rng.random_range(0..s.neighbours.len())].peer;
+                if x != y {
+                    tickets.push((b, h::start_bridge_peers(&mut net, b, x, y)));
+                }
+            }
+            net.run_for(Duration::from_millis(2 * round + 1));
+        }
+        net.run_for(test_config().bridge_timeout * 2);
+        let mut ok = 0;
+        for (b, t) in tickets {
+            match h::bridge_result(&mut net, b, t) {
+                Some(Ok(())) => ok += 1,
+                Some(Err(_)) => {}
+                None => panic!("a bridge never finished"),
+            }
+        }
+        assert!(ok > 0);
+        assert_eq!(assert_consistent(&net), before + ok, "seed {seed}");
+        assert_tables_empty(&net, &(0..n).collect::<Vec<_>>());
+    }
+}
