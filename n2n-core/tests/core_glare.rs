@@ -1,7 +1,8 @@
-//! Glare on the harness when one or both dials are bridged: two peers that
-//! dial each other at once, through the server or through a common
-//! neighbour, end with one connection, every arc asked for, and no state
-//! left, whichever peer id is smaller.
+//! Races on the harness. Glare when one or both dials are bridged: two
+//! peers that dial each other at once, through the server or through a
+//! common neighbour, end with one connection, every arc asked for, and no
+//! state left, whichever peer id is smaller. An arc opened as the remote's
+//! linger ends fails to open, on both sides alike.
 
 mod common;
 
@@ -125,4 +126,58 @@ fn concurrent_bridges_on_jittery_links_add_one_arc_each() {
         assert_eq!(assert_consistent(&net), before + ok, "seed {seed}");
         assert_tables_empty(&net, &(0..n).collect::<Vec<_>>());
     }
+}
+
+#[test]
+fn an_arc_opened_as_the_remote_linger_ends_fails_to_open() {
+    use n2n_core::Direction;
+    use n2n_core::node::ConnectError;
+    use n2n_core::overlay::ArcCloseReason;
+    use n2n_core::time::Duration;
+    let mut net = h::network(20, 2, 1);
+    let (a, b) = (net.peer(0), net.peer(1));
+    h::connect(&mut net, 0, 1).unwrap();
+    // A closes its arc at T; its linger ends at T + 2 s. B opens an arc
+    // half a hop before that: the ArcOpen arrives after A closed.
+    h::close_arc(&mut net, 0, 1).unwrap();
+    net.events(0);
+    net.events(1);
+    let hop = Duration::from_millis(1);
+    net.run_for(test_config().linger - hop - hop / 2);
+    let peer = net.peer(0);
+    net.with_core(1, |core, now| core.open_arc(now, O, peer))
+        .unwrap();
+    net.drive();
+    assert_eq!(
+        net.events(0),
+        vec![Event::Disconnected {
+            peer: b,
+            reason: "no arcs left after linger".into()
+        }]
+    );
+    let events = net.events(1);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(
+        events[..2],
+        [
+            Event::ArcOpened {
+                overlay: O,
+                peer: a,
+                direction: Direction::Outgoing
+            },
+            Event::ArcClosed {
+                overlay: O,
+                peer: a,
+                direction: Direction::Outgoing,
+                reason: ArcCloseReason::Closed
+            }
+        ]
+    );
+    assert!(matches!(&events[2], Event::Disconnected { peer, .. } if *peer == a));
+    assert!(matches!(
+        &events[3],
+        Event::ConnectFailed { overlay: Some(O), peer, reason: ConnectError::Transport(_) } if *peer == a
+    ));
+    assert_eq!(assert_consistent(&net), 0);
+    assert_eq!(h::violations(&net, 0), 0);
 }
