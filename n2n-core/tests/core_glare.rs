@@ -181,3 +181,32 @@ fn an_arc_opened_as_the_remote_linger_ends_fails_to_open() {
     assert_eq!(assert_consistent(&net), 0);
     assert_eq!(h::violations(&net, 0), 0);
 }
+
+#[test]
+fn the_same_bridge_twice_at_once_shares_one_handshake() {
+    for (ka, kc) in KEYS {
+        let (mut net, a, b, c) = triangle(ka, kc);
+        let (pb, pc) = (net.peer(b), net.peer(c));
+        let first = h::start_bridge(&mut net, b, a, c);
+        let second = h::start_bridge(&mut net, b, a, c);
+        // A asks for two more itself, meanwhile.
+        let asks: Vec<_> = (0..2)
+            .map(|_| {
+                let t = net.ticket(a);
+                net.with_core(a, |core, now| core.request_bridge(now, O, pb, pc, Some(t)));
+                t
+            })
+            .collect();
+        net.drive();
+        assert_eq!(h::bridge_result(&mut net, b, first), Some(Ok(())));
+        assert_eq!(h::bridge_result(&mut net, b, second), Some(Ok(())));
+        for t in asks {
+            assert_eq!(net.take_done(a, t), Some(Completion::Connect(Ok(()))));
+        }
+        assert_eq!(out_count(&net, a, c), 4);
+        one_connection(&mut net, a, c);
+        assert_eq!(h::snap(&net, b).relayed_signals, 2, "one handshake");
+        assert_tables_empty(&net, &[a, b, c]);
+        assert_eq!(assert_consistent(&net), 6, "keys {ka}, {kc}");
+    }
+}
