@@ -385,3 +385,46 @@ fn a_hello_naming_another_node_fails_the_handshake_at_once() {
     h::connect(&mut net, 0, 1).unwrap();
     assert_eq!(assert_consistent(&net), 1);
 }
+
+#[test]
+fn a_cut_silences_a_connection_and_hangs_new_handshakes() {
+    let mut net = h::network(14, 3, 1);
+    h::connect(&mut net, 0, 1).unwrap();
+    net.events(1);
+    net.cut(1, 0);
+    assert!(net.is_cut(0, 1) && !net.is_cut(0, 2));
+    assert!(net.inject_frame(0, 1, data(b"lost")));
+    net.drive();
+    assert!(net.events(1).is_empty());
+    // Offer and answer pass through the server; the transport never finishes.
+    net.cut(0, 2);
+    let ticket = net.connect(0, 2, Some(O));
+    net.drive();
+    assert_eq!((snap(&net, 0).handshakes, snap(&net, 2).handshakes), (1, 1));
+    net.run_for(test_config().handshake_timeout);
+    assert_eq!(
+        net.take_done(0, ticket),
+        Some(Completion::Connect(Err(
+            n2n_core::node::ConnectError::Timeout
+        )))
+    );
+    assert_eq!(snap(&net, 2).handshakes, 0);
+}
+
+#[test]
+fn a_tamper_rewrites_what_a_core_transmits() {
+    let mut net = h::network(15, 2, 1);
+    h::connect(&mut net, 0, 1).unwrap();
+    // Node 0 sends each frame twice, then nothing at all.
+    net.set_tamper(0, Some(Box::new(|f: &[u8]| vec![f.to_vec(), f.to_vec()])));
+    h::open_arc(&mut net, 0, 1).unwrap();
+    assert_eq!((out_count(&net, 0, 1), in_count(&net, 1, 0)), (2, 3));
+    net.set_tamper(0, Some(Box::new(|_: &[u8]| Vec::new())));
+    h::open_arc(&mut net, 0, 1).unwrap();
+    assert_eq!((out_count(&net, 0, 1), in_count(&net, 1, 0)), (3, 3));
+    // Injected frames are not the core's: they go out untouched.
+    net.inject_frame(0, 1, h::frame(&Message::ArcOpen { overlay: O }));
+    net.set_tamper(0, None);
+    h::open_arc(&mut net, 0, 1).unwrap();
+    assert_eq!((out_count(&net, 0, 1), in_count(&net, 1, 0)), (4, 5));
+}
