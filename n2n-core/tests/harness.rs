@@ -127,8 +127,12 @@ fn a_crash_is_seen_as_a_loss_one_hop_later() {
     ));
     assert!(matches!(&events[2], Event::Disconnected { peer, .. } if *peer == b));
     assert!(snap(&net, 0).neighbours.is_empty());
-    // Nothing reaches a crashed node, and it does not wake up.
+    // Nothing reaches a crashed node, nothing leaves it, and it does not
+    // wake up.
     assert!(!net.inject_frame(0, 1, data(b"late")));
+    let ticket = net.connect(1, 0, Some(O));
+    assert_eq!(net.in_flight(), 0);
+    assert_eq!(net.take_done(1, ticket), None);
     net.run_for(Duration::from_secs(60));
     assert!(
         net.events(1)
