@@ -2,7 +2,8 @@
 //! peers that dial each other at once, through the server or through a
 //! common neighbour, end with one connection, every arc asked for, and no
 //! state left, whichever peer id is smaller. An arc opened as the remote's
-//! linger ends fails to open, on both sides alike.
+//! linger ends fails to open, on both sides alike. A shutdown in the middle
+//! of a bridge, on any of its three peers, fails it at once.
 
 mod common;
 
@@ -208,5 +209,31 @@ fn the_same_bridge_twice_at_once_shares_one_handshake() {
         assert_eq!(h::snap(&net, b).relayed_signals, 2, "one handshake");
         assert_tables_empty(&net, &[a, b, c]);
         assert_eq!(assert_consistent(&net), 6, "keys {ka}, {kc}");
+    }
+}
+
+#[test]
+fn a_shutdown_mid_bridge_fails_it_at_once_everywhere() {
+    use n2n_core::time::Duration;
+    use n2n_core::wire::BridgeFailure;
+    for who in 0..3 {
+        let (mut net, a, b, c) = triangle(1, 3);
+        let pa = net.peer(a);
+        net.cut(a, c);
+        let ticket = h::start_bridge(&mut net, b, a, c);
+        net.run_for(Duration::from_millis(50));
+        let start = net.now();
+        net.with_core(who, |core, now| core.shutdown(now));
+        net.drive();
+        let expected = match who {
+            0 => BridgeFailure::PeerGone(pa),
+            1 => BridgeFailure::ShuttingDown,
+            _ => BridgeFailure::PeerGone(net.peer(c)),
+        };
+        assert_eq!(h::bridge_result(&mut net, b, ticket), Some(Err(expected)));
+        assert!(net.now() - start <= Duration::from_millis(2));
+        assert_tables_empty(&net, &[a, b, c]);
+        // Only the arc between the two that stay is left.
+        assert_eq!(assert_consistent(&net), u32::from(who != b), "{who}");
     }
 }
