@@ -241,10 +241,7 @@ fn a_silent_remote_is_detected_at_the_idle_timeout() {
     h::connect(&mut net, 0, 1).unwrap();
     net.events(0);
     // Pull the cable: no close, just silence (the pings are lost too).
-    net.set_links(LinkConfig {
-        loss: 1.0,
-        ..LinkConfig::default()
-    });
+    net.cut(0, 1);
     // A last heard from B when the connection came up, 1 ms ago (the
     // ArcOpen's hop); it pings at 3 s and gives up at 9 s.
     let idle = test_config().idle_timeout;

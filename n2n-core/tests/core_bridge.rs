@@ -388,25 +388,6 @@ fn two_hundred_peers_bridged_into_a_ring_keep_exact_arc_counts() {
 
 // ----- a neighbour that breaks the bridge protocol -----
 
-/// B passes its frames through untouched and keeps the job ids of the
-/// `ConnectTo`s it sends.
-fn record_jobs(net: &mut Network, b: usize) -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
-    let jobs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = jobs.clone();
-    net.set_tamper(
-        b,
-        Some(Box::new(move |frame: &[u8]| {
-            if let Ok(Message::Bridge(m)) = wire::decode(frame)
-                && let BridgeMessage::ConnectTo { job, .. } = *m
-            {
-                seen.lock().unwrap().push(job);
-            }
-            vec![frame.to_vec()]
-        })),
-    );
-    jobs
-}
-
 #[test]
 fn relays_that_break_the_job_are_counted_and_fail_it() {
     let mut net = line(12);
@@ -414,7 +395,7 @@ fn relays_that_break_the_job_are_counted_and_fail_it() {
     h::connect(&mut net, d, B).unwrap();
     let (a, c) = (net.peer(A), net.peer(C));
     let stranger = key(99).peer_id();
-    let jobs = record_jobs(&mut net, B);
+    let jobs = h::record_jobs(&mut net, B);
     net.cut(A, C);
     let ticket = h::start_bridge(&mut net, B, A, C);
     net.run_for(Duration::from_millis(100));

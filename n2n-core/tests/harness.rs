@@ -127,8 +127,12 @@ fn a_crash_is_seen_as_a_loss_one_hop_later() {
     ));
     assert!(matches!(&events[2], Event::Disconnected { peer, .. } if *peer == b));
     assert!(snap(&net, 0).neighbours.is_empty());
-    // Nothing reaches a crashed node, and it does not wake up.
+    // Nothing reaches a crashed node, nothing leaves it, and it does not
+    // wake up.
     assert!(!net.inject_frame(0, 1, data(b"late")));
+    let ticket = net.connect(1, 0, Some(O));
+    assert_eq!(net.in_flight(), 0);
+    assert_eq!(net.take_done(1, ticket), None);
     net.run_for(Duration::from_secs(60));
     assert!(
         net.events(1)
@@ -384,4 +388,47 @@ fn a_hello_naming_another_node_fails_the_handshake_at_once() {
     // The nodes still connect for real.
     h::connect(&mut net, 0, 1).unwrap();
     assert_eq!(assert_consistent(&net), 1);
+}
+
+#[test]
+fn a_cut_silences_a_connection_and_hangs_new_handshakes() {
+    let mut net = h::network(14, 3, 1);
+    h::connect(&mut net, 0, 1).unwrap();
+    net.events(1);
+    net.cut(1, 0);
+    assert!(net.is_cut(0, 1) && !net.is_cut(0, 2));
+    assert!(net.inject_frame(0, 1, data(b"lost")));
+    net.drive();
+    assert!(net.events(1).is_empty());
+    // Offer and answer pass through the server; the transport never finishes.
+    net.cut(0, 2);
+    let ticket = net.connect(0, 2, Some(O));
+    net.drive();
+    assert_eq!((snap(&net, 0).handshakes, snap(&net, 2).handshakes), (1, 1));
+    net.run_for(test_config().handshake_timeout);
+    assert_eq!(
+        net.take_done(0, ticket),
+        Some(Completion::Connect(Err(
+            n2n_core::node::ConnectError::Timeout
+        )))
+    );
+    assert_eq!(snap(&net, 2).handshakes, 0);
+}
+
+#[test]
+fn a_tamper_rewrites_what_a_core_transmits() {
+    let mut net = h::network(15, 2, 1);
+    h::connect(&mut net, 0, 1).unwrap();
+    // Node 0 sends each frame twice, then nothing at all.
+    net.set_tamper(0, Some(Box::new(|f: &[u8]| vec![f.to_vec(), f.to_vec()])));
+    h::open_arc(&mut net, 0, 1).unwrap();
+    assert_eq!((out_count(&net, 0, 1), in_count(&net, 1, 0)), (2, 3));
+    net.set_tamper(0, Some(Box::new(|_: &[u8]| Vec::new())));
+    h::open_arc(&mut net, 0, 1).unwrap();
+    assert_eq!((out_count(&net, 0, 1), in_count(&net, 1, 0)), (3, 3));
+    // Injected frames are not the core's: they go out untouched.
+    net.inject_frame(0, 1, h::frame(&Message::ArcOpen { overlay: O }));
+    net.set_tamper(0, None);
+    h::open_arc(&mut net, 0, 1).unwrap();
+    assert_eq!((out_count(&net, 0, 1), in_count(&net, 1, 0)), (4, 5));
 }

@@ -416,7 +416,11 @@ impl Network {
     /// Carries out the outputs of node `i` and refreshes its wake-up.
     fn after_input(&mut self, i: usize) {
         while let Some(output) = self.nodes[i].core.poll_output() {
-            self.on_output(i, output);
+            // A crashed node's core may still be run as a command: nothing
+            // it asks for happens.
+            if self.nodes[i].alive {
+                self.on_output(i, output);
+            }
         }
         self.unwake(i);
         if self.nodes[i].alive

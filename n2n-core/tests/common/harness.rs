@@ -5,7 +5,9 @@ use n2n_core::harness::Network;
 use n2n_core::node::core::Completion;
 use n2n_core::node::{ArcError, Config, ConnectError, Event, Snapshot};
 use n2n_core::signal::{Role, Signal, SignedSignal};
-use n2n_core::wire::{self, BridgeFailure, Message};
+use std::sync::{Arc, Mutex};
+
+use n2n_core::wire::{self, BridgeFailure, BridgeMessage, Message};
 use n2n_core::{Keypair, PeerId};
 
 use super::{O, key, test_config};
@@ -223,4 +225,23 @@ pub fn offer(node: u64, session: u64) -> Vec<u8> {
     v.extend_from_slice(&node.to_be_bytes());
     v.extend_from_slice(&session.to_be_bytes());
     v
+}
+
+/// Node `b` passes its frames through untouched and keeps the job ids of the
+/// `ConnectTo`s it sends.
+pub fn record_jobs(net: &mut Network, b: usize) -> Arc<Mutex<Vec<u64>>> {
+    let jobs = Arc::new(Mutex::new(Vec::new()));
+    let seen = jobs.clone();
+    net.set_tamper(
+        b,
+        Some(Box::new(move |frame: &[u8]| {
+            if let Ok(Message::Bridge(m)) = wire::decode(frame)
+                && let BridgeMessage::ConnectTo { job, .. } = *m
+            {
+                seen.lock().unwrap().push(job);
+            }
+            vec![frame.to_vec()]
+        })),
+    );
+    jobs
 }

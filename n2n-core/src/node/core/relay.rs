@@ -136,7 +136,23 @@ impl NodeCore {
                     );
                     return;
                 }
-                self.on_signal(signal, SignalPath::Relay { via, job });
+                let path = SignalPath::Relay { via, job };
+                self.on_signal(signal, path);
+                // A signal that fed no handshake (a late candidate of one that
+                // finished, an offer refused or lost to glare) must not keep the
+                // job the bridge opened for it until its timeout.
+                if self.sessions_on(path).is_empty()
+                    && self.bridge.is_endpoint(&via, job)
+                    && !self.bridge.is_opener(&via, job)
+                {
+                    self.bridge.handshake_done(
+                        &via,
+                        job,
+                        Err(BridgeFailure::Transport(
+                            "no handshake takes this relayed signal".into(),
+                        )),
+                    );
+                }
             }
             BridgeOutput::Abort { via, job, reason } => {
                 for id in self.sessions_on(SignalPath::Relay { via, job }) {
