@@ -129,6 +129,7 @@ impl NodeCore {
                 signal,
             } => {
                 if signal.signal.from != from {
+                    self.violations += 1;
                     self.bridge.signal_rejected(
                         &via,
                         job,

@@ -76,6 +76,14 @@ impl NodeCore {
             }
         }
         let conn = match result {
+            Ok(())
+                if !self.peers.contains_key(&s.remote)
+                    && self.peers.len() >= self.config.max_peers =>
+            {
+                debug!(peer = %s.remote.short(), "connection refused: max_peers reached");
+                self.fail_waiters(s.remote, s.waiters, ConnectError::TooManyPeers);
+                None
+            }
             Ok(()) => {
                 let conn = if self.peers.contains_key(&s.remote) || self.shutting_down {
                     debug!(peer = %s.remote.short(), "duplicate connection closed");
@@ -125,7 +133,7 @@ impl NodeCore {
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
             return;
         }
-        if self.peers.len() >= self.config.max_peers {
+        if self.peers_and_handshakes() >= self.config.max_peers {
             self.fail_waiters(remote, waiters, ConnectError::TooManyPeers);
             return;
         }
@@ -221,6 +229,7 @@ impl NodeCore {
         let signal = match verified {
             Ok(()) => signed.signal,
             Err(e) => {
+                self.violations += 1;
                 warn!(error = %e, ?path, "signal rejected");
                 if let SignalPath::Relay { via, job } = path {
                     self.bridge.signal_rejected(&via, job, e.to_string());
@@ -242,6 +251,7 @@ impl NodeCore {
             }
         };
         if signal.transport != self.transport {
+            self.violations += 1;
             warn!(transport = %signal.transport, "signal for another transport ignored");
             return;
         }
@@ -295,7 +305,7 @@ impl NodeCore {
             self.push(Output::AbortHandshake { session: id });
         }
         if self.sessions.len() >= self.config.max_handshakes
-            || self.peers.len() >= self.config.max_peers
+            || self.peers_and_handshakes() >= self.config.max_peers
         {
             warn!(peer = %remote.short(), "incoming handshake refused: limits reached");
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
@@ -309,6 +319,17 @@ impl NodeCore {
             waiters,
             Some(signal.payload),
         );
+    }
+
+    /// Neighbours plus handshakes in flight with peers that are not
+    /// neighbours yet: what `max_peers` bounds.
+    fn peers_and_handshakes(&self) -> usize {
+        self.peers.len()
+            + self
+                .sessions
+                .values()
+                .filter(|s| !self.peers.contains_key(&s.remote))
+                .count()
     }
 
     pub(super) fn fail_session(&mut self, session: SessionId, error: ConnectError) {
