@@ -48,6 +48,7 @@
 //! # let _ = first;
 //! ```
 
+mod barrier;
 pub mod measure;
 pub mod plot;
 mod prefetch;

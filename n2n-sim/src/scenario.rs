@@ -166,9 +166,13 @@ pub struct Scenario {
     pub clustering_samples: usize,
     /// Sources sampled for the average shortest path.
     pub path_sources: usize,
-    /// Threads that run the simulation (0: every core); results do not
-    /// depend on it (see [`Config::threads`]).
+    /// Threads that run the simulation (0: every core from 20,000 peers
+    /// on; a number: that many, whatever the size); results do not depend
+    /// on it (see [`Config::threads`]).
     pub threads: usize,
+    /// The age of an arc moved in a shuffle (`"reset"`, the paper's, or
+    /// `"keep"`; see [`spray::AgeRule`]).
+    pub age_rule: spray::AgeRule,
 }
 
 impl Default for Scenario {
@@ -192,6 +196,7 @@ impl Default for Scenario {
             clustering_samples: 500,
             path_sources: 8,
             threads: 0,
+            age_rule: spray::AgeRule::default(),
         }
     }
 }
@@ -224,37 +229,74 @@ impl Scenario {
     /// [`ScenarioError::Invalid`] naming the first bad value.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: &str| Err(ScenarioError::Invalid(m.to_string()));
+        let probability = |p: f64| (0.0..=1.0).contains(&p);
         if self.peers == 0 {
             return bad("peers must be at least 1");
         }
-        if self.delta_ms == 0 || self.exchange_timeout_ms == 0 {
-            return bad("delta_ms and exchange_timeout_ms must be positive");
+        if self.delta_ms == 0 {
+            return bad("delta_ms must be positive (the shuffle period)");
+        }
+        if self.exchange_timeout_ms == 0 {
+            return bad("exchange_timeout_ms must be positive");
+        }
+        if self.latency_min_ms == 0 {
+            return bad(
+                "latency_min_ms must be at least 1 (time runs in windows of the shortest hop)",
+            );
         }
         if self.latency_min_ms > self.latency_max_ms {
             return bad("latency_min_ms must not exceed latency_max_ms");
         }
-        if !(0.0..=1.0).contains(&self.loss) {
+        if !probability(self.loss) {
             return bad("loss must be in [0, 1]");
         }
-        if !(0.0..=1.0).contains(&self.message_loss) {
+        if !probability(self.message_loss) {
             return bad("message_loss must be in [0, 1]");
         }
-        if let Some(f) = &self.failure
-            && !(0.0..=1.0).contains(&f.fraction)
-        {
-            return bad("failure.fraction must be in [0, 1]");
+        if self.threads > crate::SHARDS {
+            return bad(&format!(
+                "threads must be at most {} (the shards that run at once)",
+                crate::SHARDS
+            ));
         }
-        if let Arrival::Burst { size, every_cycles } = self.arrival
-            && (size == 0 || every_cycles == 0)
-        {
-            return bad("arrival size and every_cycles must be positive");
+        if let Some(f) = &self.failure {
+            if !probability(f.fraction) {
+                return bad("failure.fraction must be in [0, 1] (a share, not a percentage)");
+            }
+            if f.at_cycle == 0 || f.at_cycle > self.cycles {
+                return bad("failure.at_cycle must be in 1..=cycles");
+            }
         }
-        if let Some(Churn {
-            oscillate: Some(o), ..
-        }) = &self.churn
-            && (o.min > o.max || o.rate == 0)
-        {
-            return bad("oscillate needs min <= max and a positive rate");
+        match self.arrival {
+            Arrival::Burst { size, every_cycles } => {
+                if size == 0 {
+                    return bad("arrival.size must be at least 1");
+                }
+                if every_cycles == 0 {
+                    return bad("arrival.every_cycles must be at least 1");
+                }
+            }
+            Arrival::OneByOne { speed_up_from, .. } => {
+                if speed_up_from == Some(0) {
+                    return bad("arrival.speed_up_from must be at least 1");
+                }
+            }
+        }
+        if let Some(c) = &self.churn {
+            if c.until_cycle.is_some_and(|u| u < c.from_cycle) {
+                return bad("churn.until_cycle must not be before churn.from_cycle");
+            }
+            if let Some(o) = &c.oscillate {
+                if o.min == 0 {
+                    return bad("churn.oscillate.min must be at least 1");
+                }
+                if o.min > o.max {
+                    return bad("churn.oscillate.min must not exceed churn.oscillate.max");
+                }
+                if o.rate == 0 {
+                    return bad("churn.oscillate.rate must be at least 1");
+                }
+            }
         }
         Ok(())
     }
@@ -270,6 +312,12 @@ impl Scenario {
             loss: self.loss,
             message_loss: self.message_loss,
             threads: self.threads,
+            // Threads asked for by number are used whatever the size.
+            parallel_from: if self.threads > 0 {
+                0
+            } else {
+                Config::default().parallel_from
+            },
             ..Config::default()
         }
     }
@@ -278,6 +326,7 @@ impl Scenario {
         spray::Config {
             delta: Duration::from_millis(self.delta_ms),
             exchange_timeout: Duration::from_millis(self.exchange_timeout_ms),
+            age_rule: self.age_rule,
             ..spray::Config::default()
         }
     }
@@ -317,9 +366,13 @@ pub struct Row {
     pub strong: (usize, usize),
     /// Weakly connected components: count, largest.
     pub weak: (usize, usize),
-    /// Mean relative error of the local size estimate e^|P|.
+    /// Median over the live peers of the relative error of the local size
+    /// estimate e^|P| (NaN without live peers). A median, not a mean: the
+    /// estimate is exponential in the view size, and right after a burst
+    /// of joins one peer's view of 40 arcs would outweigh all the others.
     pub estimate_local_error: f64,
-    /// Mean relative error of the size estimate averaged with neighbours.
+    /// Median relative error of the size estimate averaged with neighbours
+    /// (NaN without live peers).
     pub estimate_error: f64,
     /// Clustering coefficient (NaN when not measured this cycle).
     pub clustering: f64,
@@ -422,6 +475,8 @@ struct Runner {
     leavers: Vec<(u32, Duration)>,
     linger: Duration,
     joined_at: Vec<Duration>,
+    /// Since when each peer has had an empty view, as last checked.
+    empty_since: Vec<Option<Duration>>,
     rejoin_after: Duration,
     rejoins: u64,
 }
@@ -436,6 +491,7 @@ impl Runner {
         let contact = self.random_member();
         let id = self.sim.add_peer();
         self.joined_at.push(at.max(self.sim.now()));
+        self.empty_since.push(None);
         if let Some(c) = contact {
             self.sim.join_at(id, c, at);
         }
@@ -444,31 +500,45 @@ impl Runner {
     fn add_peer(&mut self) -> u32 {
         let id = self.sim.add_peer();
         self.joined_at.push(self.sim.now());
+        self.empty_since.push(None);
         id
     }
 
     /// Peers left with an empty partial view (say, their contact crashed
     /// during the join, or every neighbour they knew crashed) join again
     /// through a random member, as an application watching its connection
-    /// state would. Counted in [`Row::rejoins`].
+    /// state would, once they stayed isolated for the grace period (the
+    /// crash detection delay plus the exchange timeout): a view empties for
+    /// a moment when a peer gives its last arcs away and the new ones are
+    /// still being bridged, and a re-join then would add ln N + 1 arcs for
+    /// nothing. Checked twice a cycle (each check reads every peer's
+    /// state); counted in [`Row::rejoins`].
     fn rejoin_isolated(&mut self) {
         let now = self.sim.now();
-        let isolated: Vec<u32> = self
-            .sim
-            .alive()
-            .iter()
-            .copied()
-            .filter(|&id| {
-                self.sim
-                    .overlay(id)
-                    .is_some_and(|o| o.outview().is_empty() && !o.is_leaving())
-                    && now >= self.joined_at[id as usize] + self.rejoin_after
-            })
-            .collect();
+        let mut isolated = Vec::new();
+        for &id in self.sim.alive() {
+            let empty = self
+                .sim
+                .overlay(id)
+                .is_some_and(|o| o.outview().is_empty() && !o.is_leaving());
+            let since = &mut self.empty_since[id as usize];
+            match (*since, empty) {
+                (_, false) => *since = None,
+                (None, true) => *since = Some(now),
+                (Some(t), true) => {
+                    if now >= t + self.rejoin_after
+                        && now >= self.joined_at[id as usize] + self.rejoin_after
+                    {
+                        isolated.push(id);
+                    }
+                }
+            }
+        }
         for id in isolated {
             if let Some(contact) = self.random_member().filter(|&c| c != id) {
                 self.sim.join(id, contact);
                 self.joined_at[id as usize] = now;
+                self.empty_since[id as usize] = None;
                 self.rejoins += 1;
             }
         }
@@ -560,6 +630,7 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
         leavers: Vec::new(),
         linger,
         joined_at: Vec::new(),
+        empty_since: Vec::new(),
         rejoin_after: Duration::from_millis(scenario.detection_ms + scenario.exchange_timeout_ms),
         rejoins: 0,
     };
@@ -676,7 +747,7 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
                 }
                 r.sim.run_for(slot.saturating_sub(spent));
                 r.reap();
-                if s == SLOTS / 2 {
+                if s % (SLOTS / 2) == 0 {
                     r.rejoin_isolated();
                 }
             }
@@ -712,15 +783,13 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
 fn measure_row(r: &mut Runner, scenario: &Scenario, cycle: u32, paths: bool) -> Row {
     let snap = r.sim.snapshot();
     let n = snap.peers as f64;
-    let (mut local_err, mut avg_err, mut counted) = (0.0, 0.0, 0usize);
+    let (mut local_err, mut avg_err) = (Vec::new(), Vec::new());
     for &id in r.sim.alive() {
         if let Some(o) = r.sim.overlay(id) {
-            local_err += (o.local_size_estimate() / n - 1.0).abs();
-            avg_err += (o.size_estimate() / n - 1.0).abs();
-            counted += 1;
+            local_err.push((o.local_size_estimate() / n - 1.0).abs());
+            avg_err.push((o.size_estimate() / n - 1.0).abs());
         }
     }
-    let div = counted.max(1) as f64;
     let (clustering, path) = if paths {
         let mut mrng = SimRng::seed_from(scenario.seed ^ u64::from(cycle));
         (
@@ -745,8 +814,8 @@ fn measure_row(r: &mut Runner, scenario: &Scenario, cycle: u32, paths: bool) -> 
         duplicates: snap.duplicates_share,
         strong: (snap.strong.count, snap.strong.largest),
         weak: (snap.weak.count, snap.weak.largest),
-        estimate_local_error: local_err / div,
-        estimate_error: avg_err / div,
+        estimate_local_error: median(&mut local_err),
+        estimate_error: median(&mut avg_err),
         clustering,
         path,
         events: c.events,
@@ -759,5 +828,19 @@ fn measure_row(r: &mut Runner, scenario: &Scenario, cycle: u32, paths: bool) -> 
         bridge_failures: c.bridge_failures,
         rejoins: r.rejoins,
         failed: 0,
+    }
+}
+
+/// The median of `v` (NaN if empty; the mean of the middle two if even).
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
     }
 }

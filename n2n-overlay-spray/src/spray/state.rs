@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use n2n_core::arc::{Direction, Inview, Outview};
 use n2n_core::overlay::{ArcCloseReason, ConnectionState, Input, Output, Overlay};
@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, trace, warn};
 
-use super::config::Config;
+use super::config::{AgeRule, Config};
 use super::message::Message;
 use super::view::{Mark, PartialView};
 
@@ -71,17 +71,26 @@ struct PendingExchange<P> {
 ///   its outview is empty (a 1-peer network, or a contact left without arcs) it
 ///   opens one arc back to the newcomer instead, so that a 2-peer network has
 ///   one arc each way and the mean view of N peers is `1 + Σ_{k=3..N} 1/k`.
-/// - **Shuffle**, every Δ: ages grow by one; `q` is the oldest arc; the
+/// - **Shuffle**, once per period Δ, at a random point of each period (two
+///   peers' rounds do not keep the same order, see `arm_shuffle`): ages
+///   grow by one; `q` is the oldest arc; the
 ///   sample is `⌈|P|/2⌉ − 1` other arcs drawn at random plus that arc to `q`.
 ///   The sample is reserved and [`Message::Exchange`] goes to `q`. `q` draws
 ///   `⌈|P_q|/2⌉` arcs, answers, and gives them away at once (`q` answers only
 ///   a peer that holds an arc to it). On the answer, the
-///   initiator gives its sample away. Giving arc `x → s` to partner `y` means
+///   initiator gives its sample away. A partner with nothing to give (every
+///   arc closing or reserved), waiting on an exchange of its own, or still
+///   waiting for the arcs of its last exchange declines with an empty
+///   answer, and the initiator keeps its sample: an exchange never gives
+///   arcs away for nothing, and is sized on whole views (the paper's
+///   exchanges are instant and never overlap). A peer in the same
+///   situation skips its own round. Giving arc `x → s` to partner `y` means
 ///   `Bridge { from: y, to: s }` then `CloseArc { to: s }`; an arc to the
 ///   partner itself becomes an arc from the partner to us (`to: self`). This
 ///   replacement applies to every element of both samples: the published
 ///   pseudo-code replaced the initiator's id in the wrong sample. The arc
-///   total is unchanged; duplicates are kept.
+///   total is unchanged; duplicates are kept. A moved arc arrives new (age
+///   0), or keeps its age with [`AgeRule::Keep`] ([`Config::age_rule`]).
 /// - **Exchange timeout**: the partner is handled as down (below); the
 ///   reserved sample stays ours.
 /// - **Peer down** (`ArcClosed { reason: PeerDown }` for every outgoing arc of
@@ -109,8 +118,11 @@ pub struct State<P, R> {
     connection: ConnectionState,
     leave: LeavePhase,
     shuffle_armed: bool,
-    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age)`.
-    incoming: VecDeque<(P, u32)>,
+    /// The end of the current shuffle period (see `arm_shuffle`).
+    period_end: Option<Instant>,
+    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age,
+    /// announced at)`, oldest first.
+    incoming: VecDeque<(P, u32, Instant)>,
     round: i64,
     down: Vec<(P, u32)>,
     exchange: Option<PendingExchange<P>>,
@@ -155,6 +167,7 @@ where
             outputs: VecDeque::new(),
             connection: ConnectionState::Disconnected,
             shuffle_armed: false,
+            period_end: None,
             exchange: None,
             next_exchange: 0,
             down: Vec::new(),
@@ -200,6 +213,24 @@ where
     /// The partner and id of the shuffle this peer started and is waiting on.
     pub fn pending_exchange(&self) -> Option<(&P, u64)> {
         self.exchange.as_ref().map(|e| (&e.partner, e.id))
+    }
+
+    /// Arcs that shuffle partners announced and that have not arrived yet
+    /// (forgotten after [`Config::exchange_timeout`]). With
+    /// [`State::pending_exchange`] and the arcs being closed
+    /// (`outview().len() − view_size()`), it tells whether the peer is in
+    /// the middle of an exchange, its view short of arcs or holding extra.
+    pub fn arcs_expected(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Whether the peer is between exchanges: none pending, no arc being
+    /// closed, none announced and still on its way. Only such a view is
+    /// what the last exchange left.
+    pub fn is_settled(&self) -> bool {
+        self.exchange.is_none()
+            && self.incoming.is_empty()
+            && self.view.size() == self.outview.len()
     }
 
     /// Whether [`Input::Leave`] was received.
@@ -252,10 +283,25 @@ where
         });
     }
 
+    /// Arms the shuffle timer for the next period of Δ, at a random point of
+    /// it. With a fixed period, two peers whose rounds alternate keep
+    /// alternating for ever: two peers of one arc each that shuffle with
+    /// each other swap their arcs at every round and never grow (and peers
+    /// that joined on a regular grid shuffle in lockstep). Drawn anew in
+    /// each period, the order of any two peers' rounds changes from period
+    /// to period, as in a round-based simulator that draws the order of the
+    /// peers anew at each round; a peer still shuffles once per period.
     fn arm_shuffle(&mut self, now: Instant) {
         if !self.shuffle_armed && self.leave == LeavePhase::Member {
             self.shuffle_armed = true;
-            let at = now + self.config.delta;
+            let start = match self.period_end {
+                Some(end) if end > now => end,
+                _ => now,
+            };
+            let end = start + self.config.delta;
+            self.period_end = Some(end);
+            let period = u64::try_from(self.config.delta.as_nanos()).unwrap_or(u64::MAX);
+            let at = end - Duration::from_nanos(self.rng.random_range(0..period.max(1)));
             self.push(Output::SetTimer {
                 at,
                 timer: Timer::Shuffle,
@@ -322,13 +368,27 @@ where
     }
 
     /// Remembers the ages of arcs a partner announced, until they arrive.
-    fn expect_arcs(&mut self, sample: Vec<(P, u32)>) {
-        for arc in sample {
+    fn expect_arcs(&mut self, now: Instant, sample: Vec<(P, u32)>) {
+        for (peer, arc_age) in sample {
             if self.incoming.len() == MAX_INCOMING {
                 self.incoming.pop_front();
             }
-            self.incoming.push_back(arc);
+            self.incoming.push_back((peer, arc_age, now));
         }
+    }
+
+    /// Whether the arcs of our last exchanges have all arrived (announced
+    /// arcs that did not within the exchange timeout are forgotten: their
+    /// bridges failed). Until then the view is short of them, and an
+    /// exchange sized on it would give or take too few arcs.
+    fn settled(&mut self, now: Instant) -> bool {
+        while let Some(&(_, _, at)) = self.incoming.front() {
+            if at + self.config.exchange_timeout > now {
+                break;
+            }
+            self.incoming.pop_front();
+        }
+        self.incoming.is_empty()
     }
 
     /// Gives the entries listed in `self.scratch` away to `partner`: bridges
@@ -480,10 +540,13 @@ where
             }
             Direction::Outgoing => {
                 self.outview.insert(peer.clone());
-                let born = match self.incoming.iter().position(|(p, _)| *p == peer) {
+                let born = match self.incoming.iter().position(|(p, ..)| *p == peer) {
                     Some(i) => {
-                        let (_, arc_age) = self.incoming.remove(i).expect("found");
-                        self.round - i64::from(arc_age)
+                        let (_, arc_age, _) = self.incoming.remove(i).expect("found");
+                        match self.config.age_rule {
+                            AgeRule::Reset => self.round,
+                            AgeRule::Keep => self.round - i64::from(arc_age),
+                        }
                     }
                     None => self.round,
                 };
@@ -591,7 +654,9 @@ where
 
     fn shuffle(&mut self, now: Instant) {
         self.round += 1;
-        if self.exchange.is_some() {
+        if self.exchange.is_some() || !self.settled(now) {
+            // A sample drawn now would be half of a view still short of
+            // the arcs on their way.
             debug!("spray: previous exchange still pending, round skipped");
             return;
         }
@@ -640,12 +705,12 @@ where
                 id,
                 mean_view,
                 sample,
-            } => self.on_exchange(from, id, mean_view, sample),
+            } => self.on_exchange(now, from, id, mean_view, sample),
             Message::ExchangeReply {
                 id,
                 mean_view,
                 sample,
-            } => self.on_exchange_reply(from, id, mean_view, sample),
+            } => self.on_exchange_reply(now, from, id, mean_view, sample),
             Message::Leave => self.on_leave(from),
         }
     }
@@ -676,7 +741,14 @@ where
         self.arm_shuffle(now);
     }
 
-    fn on_exchange(&mut self, from: P, id: u64, their_mean: f32, theirs: Vec<(P, u32)>) {
+    fn on_exchange(
+        &mut self,
+        now: Instant,
+        from: P,
+        id: u64,
+        their_mean: f32,
+        theirs: Vec<(P, u32)>,
+    ) {
         if self.leave != LeavePhase::Member {
             debug!(?from, "spray: exchange while leaving ignored");
             return;
@@ -696,6 +768,25 @@ where
             .iter()
             .filter(|e| e.mark == Mark::Live)
             .count();
+        if live == 0 || self.exchange.is_some() || !self.settled(now) {
+            // Nothing to give (every arc reserved for our own exchange, or
+            // given away and closing), our arcs are promised elsewhere, or
+            // the arcs of our last exchange are still on their way: an
+            // answer from the arcs we hold now would not be ⌈|P|/2⌉ of our
+            // view, and the initiator would give half its view for it. An
+            // empty answer declines; the initiator keeps its sample.
+            debug!(?from, id, live, "spray: exchange declined");
+            let mean_view = self.mean_view() as f32;
+            self.send(
+                from,
+                Message::ExchangeReply {
+                    id,
+                    mean_view,
+                    sample: Vec::new(),
+                },
+            );
+            return;
+        }
         self.sample_live(live.div_ceil(2), None);
         let mine = self.mix_mean();
         let mean = (mine + f64::from(their_mean)) / 2.0;
@@ -709,11 +800,18 @@ where
                 sample,
             },
         );
-        self.expect_arcs(theirs);
+        self.expect_arcs(now, theirs);
         self.give_sample(&from);
     }
 
-    fn on_exchange_reply(&mut self, from: P, id: u64, mean: f32, theirs: Vec<(P, u32)>) {
+    fn on_exchange_reply(
+        &mut self,
+        now: Instant,
+        from: P,
+        id: u64,
+        mean: f32,
+        theirs: Vec<(P, u32)>,
+    ) {
         if !self
             .exchange
             .as_ref()
@@ -722,9 +820,16 @@ where
             debug!(?from, id, "spray: stale exchange reply ignored");
             return;
         }
+        if theirs.is_empty() {
+            // Declined (see `on_exchange`): the sample stays ours, and the
+            // partner's mean, which it did not mix, is not taken either.
+            debug!(?from, id, "spray: exchange declined by the partner");
+            self.cancel_exchange();
+            return;
+        }
         self.exchange = None;
         self.mean_view = Some(f64::from(mean));
-        self.expect_arcs(theirs);
+        self.expect_arcs(now, theirs);
         self.scratch.clear();
         self.scratch.extend(
             self.view
