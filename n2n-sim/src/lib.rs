@@ -50,13 +50,17 @@
 
 mod barrier;
 pub mod measure;
+mod network;
 pub mod plot;
 mod prefetch;
 mod queue;
 mod rng;
+mod rounds;
 pub mod scenario;
 mod sim;
 pub mod stats;
 
+pub use network::Network;
 pub use rng::SimRng;
+pub use rounds::Rounds;
 pub use sim::{Config, Counters, Latency, PARALLEL_WINDOWS, SHARDS, Sim};

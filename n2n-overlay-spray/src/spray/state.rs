@@ -233,6 +233,11 @@ where
             && self.view.size() == self.outview.len()
     }
 
+    /// Shuffles this peer started so far (answered, declined or not).
+    pub fn exchanges_started(&self) -> u64 {
+        self.next_exchange
+    }
+
     /// Whether [`Input::Leave`] was received.
     pub fn is_leaving(&self) -> bool {
         self.leave != LeavePhase::Member
