@@ -33,6 +33,8 @@ pub trait Network {
     /// Arc changes on their way: `(opening, closing)` (none in an engine
     /// that applies them at once).
     fn arcs_in_flight(&self) -> (u64, u64);
+    /// A live peer drawn uniformly with the engine's RNG.
+    fn random_member(&mut self) -> Option<u32>;
     /// Adds a live peer in no overlay yet; returns its id.
     fn add_peer(&mut self) -> u32;
     /// `peer` joins through `contact` at `at` (now if earlier).
@@ -86,6 +88,9 @@ where
     fn arcs_in_flight(&self) -> (u64, u64) {
         Sim::arcs_in_flight(self)
     }
+    fn random_member(&mut self) -> Option<u32> {
+        Sim::random_member(self)
+    }
     fn add_peer(&mut self) -> u32 {
         Sim::add_peer(self)
     }
@@ -134,6 +139,9 @@ where
     }
     fn arcs_in_flight(&self) -> (u64, u64) {
         (0, 0)
+    }
+    fn random_member(&mut self) -> Option<u32> {
+        Rounds::random_member(self)
     }
     fn add_peer(&mut self) -> u32 {
         Rounds::add_peer(self)

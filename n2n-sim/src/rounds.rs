@@ -22,11 +22,23 @@ use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use crate::prefetch;
 use crate::queue::Calendar;
 use crate::rng::{SimRng, splitmix as mix};
 use crate::sim::{Config, Counters};
 
 const NONE: u32 = u32::MAX;
+
+/// Bit `i` of a bitmap.
+fn bit(bits: &[u64], i: u32) -> bool {
+    bits.get(i as usize / 64)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// Cache lines of a state prefetched when a step for its peer is queued.
+const STATE_LINES: usize = 3;
+/// How many steps ahead the heap buffers of a step's peer are prefetched.
+const BUFFERS_AHEAD: usize = 6;
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -68,6 +80,18 @@ enum Step {
     },
 }
 
+impl Step {
+    /// The peer the step touches that is likely out of the cache: the far
+    /// end of an arc (its giver or taker was touched just before).
+    fn peer(&self) -> u32 {
+        match *self {
+            Step::Message { to, .. } | Step::Open { to, .. } | Step::Close { to, .. } => to,
+            Step::ConnectFailed { peer, .. } => peer,
+            Step::BridgeFailed { via, .. } => via,
+        }
+    }
+}
+
 /// A network of overlays `O` over peer ids `0..n`, run round by round with
 /// every exchange applied at once (see the module's docs).
 ///
@@ -91,6 +115,12 @@ pub struct Rounds<O: Overlay<u32>> {
     alive_pos: Vec<u32>,
     /// Join connection per peer: (contact, until).
     links: Vec<(u32, u64)>,
+    /// One bit per peer: has a join connection that may be up (checked on
+    /// every connectivity test; `links` would be a cache miss each time).
+    link_bits: Vec<u64>,
+    /// Join connections by expiry, to clear their bits: `(until, peer)`.
+    expiring: VecDeque<(u64, u32)>,
+    prefetch_hook: Option<fn(&O) -> [*const u8; 4]>,
     calendar: Calendar<Due<O::Timer>>,
     seq: u64,
     /// The round under way or next (round `k` runs over `[kΔ, (k+1)Δ)`),
@@ -142,6 +172,9 @@ where
             alive: Vec::new(),
             alive_pos: Vec::new(),
             links: Vec::new(),
+            link_bits: Vec::new(),
+            expiring: VecDeque::new(),
+            prefetch_hook: None,
             calendar: Calendar::new(),
             seq: 0,
             round: 1,
@@ -196,9 +229,7 @@ where
 
     /// Whether `peer` exists and has not crashed.
     pub fn is_alive(&self, peer: u32) -> bool {
-        self.alive_bits
-            .get(peer as usize / 64)
-            .is_some_and(|w| w & (1 << (peer % 64)) != 0)
+        bit(&self.alive_bits, peer)
     }
 
     /// The overlay of a live peer.
@@ -207,6 +238,14 @@ where
     }
 
     // ----- commands -----
+
+    /// Sets a function that tells where an overlay's hot heap buffers are,
+    /// prefetched for the peers of the steps ahead (see
+    /// [`Sim::set_prefetch`](crate::Sim::set_prefetch)). Only speed depends
+    /// on it.
+    pub fn set_prefetch(&mut self, hook: fn(&O) -> [*const u8; 4]) {
+        self.prefetch_hook = Some(hook);
+    }
 
     /// A live peer drawn uniformly with the simulator's RNG.
     pub fn random_member(&mut self) -> Option<u32> {
@@ -226,6 +265,7 @@ where
         self.alive_pos.push(self.alive.len() as u32);
         if id % 64 == 0 {
             self.alive_bits.push(0);
+            self.link_bits.push(0);
         }
         self.alive_bits[id as usize / 64] |= 1 << (id % 64);
         self.alive.push(id);
@@ -242,7 +282,10 @@ where
     pub fn join_at(&mut self, peer: u32, contact: u32, at: Duration) {
         if self.is_alive(peer) && self.is_alive(contact) && peer != contact {
             let at = micros(at).max(self.now);
-            self.links[peer as usize] = (contact, at.saturating_add(micros(self.config.linger)));
+            let until = at.saturating_add(micros(self.config.linger));
+            self.links[peer as usize] = (contact, until);
+            self.link_bits[peer as usize / 64] |= 1 << (peer % 64);
+            self.expiring.push_back((until, peer));
             self.schedule(at, Due::Join { peer, contact });
         }
     }
@@ -305,6 +348,7 @@ where
 
     fn run_until_us(&mut self, until: u64) {
         loop {
+            self.expire_links();
             let turn_at = self.next_turn_at();
             let due_at = self.calendar.next_at(until.min(turn_at));
             match due_at {
@@ -321,6 +365,20 @@ where
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// Clears the bits of the join connections over before now (a peer that
+    /// joined again has a later expiry, queued behind).
+    fn expire_links(&mut self) {
+        while let Some(&(until, peer)) = self.expiring.front() {
+            if until >= self.now {
+                break;
+            }
+            self.expiring.pop_front();
+            if self.links[peer as usize].1 < self.now {
+                self.link_bits[peer as usize / 64] &= !(1 << (peer % 64));
+            }
+        }
     }
 
     /// The instant of the next turn: turn `i` of the `n` of round `k` comes
@@ -390,9 +448,33 @@ where
     /// none is left.
     fn settle(&mut self) {
         while let Some(step) = self.steps.pop_front() {
+            // Every step lands on a peer drawn at random, out of the cache
+            // at 100k peers: its state was asked for when the step was
+            // queued; its heap buffers (read through the state) are asked
+            // for a few steps ahead, once the state has arrived.
+            if let (Some(hook), Some(ahead)) = (self.prefetch_hook, self.steps.get(BUFFERS_AHEAD)) {
+                let peer = ahead.peer();
+                if self.is_alive(peer) {
+                    for at in hook(&self.states[peer as usize]) {
+                        prefetch::line(at);
+                    }
+                }
+            }
             self.counters.events += 1;
             self.apply(step);
         }
+    }
+
+    /// Queues `step`, asking for its peer's state meanwhile.
+    fn push_step(&mut self, step: Step) {
+        let peer = step.peer() as usize;
+        if let Some(state) = self.states.get(peer) {
+            let at = (&raw const *state).cast::<u8>();
+            for line in 0..STATE_LINES {
+                prefetch::line(at.wrapping_add(64 * line));
+            }
+        }
+        self.steps.push_back(step);
     }
 
     fn apply(&mut self, step: Step) {
@@ -503,8 +585,10 @@ where
             return true;
         }
         let link = |x: u32, y: u32| {
-            let (peer, until) = self.links[x as usize];
-            peer == y && until >= self.now
+            bit(&self.link_bits, x) && {
+                let (peer, until) = self.links[x as usize];
+                peer == y && until >= self.now
+            }
         };
         link(a, b) || link(b, a)
     }
@@ -521,7 +605,7 @@ where
                 } else if self.lost(self.config.message_loss) {
                     self.counters.messages_lost += 1;
                 } else {
-                    self.steps.push_back(Step::Message {
+                    self.push_step(Step::Message {
                         from: at,
                         to,
                         payload,
@@ -530,12 +614,12 @@ where
             }
             Output::OpenArc { to } => {
                 if self.is_alive(to) && self.connected(at, to) {
-                    self.steps.push_back(Step::Open { from: at, to });
+                    self.push_step(Step::Open { from: at, to });
                 } else {
-                    self.steps.push_back(Step::ConnectFailed { peer: at, to });
+                    self.push_step(Step::ConnectFailed { peer: at, to });
                 }
             }
-            Output::CloseArc { to } => self.steps.push_back(Step::Close { from: at, to }),
+            Output::CloseArc { to } => self.push_step(Step::Close { from: at, to }),
             Output::Bridge { from, to } => self.route_bridge(at, from, to),
             Output::SetTimer { at: when, timer } => {
                 if timer != self.turn {
@@ -549,7 +633,7 @@ where
 
     fn route_bridge(&mut self, via: u32, from: u32, to: u32) {
         if !self.is_alive(from) || !self.connected(via, from) {
-            self.steps.push_back(Step::BridgeFailed { via, from, to });
+            self.push_step(Step::BridgeFailed { via, from, to });
             return;
         }
         let reachable = from != to && (to == via || (self.is_alive(to) && self.connected(via, to)));
@@ -564,11 +648,11 @@ where
             }
         }
         if !reachable || lost {
-            self.steps.push_back(Step::ConnectFailed { peer: from, to });
-            self.steps.push_back(Step::BridgeFailed { via, from, to });
+            self.push_step(Step::ConnectFailed { peer: from, to });
+            self.push_step(Step::BridgeFailed { via, from, to });
             return;
         }
         self.counters.bridges += 1;
-        self.steps.push_back(Step::Open { from, to });
+        self.push_step(Step::Open { from, to });
     }
 }

@@ -177,12 +177,16 @@ pub fn run(scenario: &Scenario, mut on_row: impl FnMut(&Row)) -> Result<RunResul
             sim.set_prefetch(spray::State::hot_buffers);
             Box::new(sim)
         }
-        Engine::Instant => Box::new(Rounds::new(
-            scenario.sim_config(),
-            Duration::from_millis(scenario.delta_ms),
-            spray::Timer::Shuffle,
-            factory,
-        )),
+        Engine::Instant => {
+            let mut rounds = Rounds::new(
+                scenario.sim_config(),
+                Duration::from_millis(scenario.delta_ms),
+                spray::Timer::Shuffle,
+                factory,
+            );
+            rounds.set_prefetch(spray::State::hot_buffers);
+            Box::new(rounds)
+        }
     };
     let mut r = Runner {
         sim,
