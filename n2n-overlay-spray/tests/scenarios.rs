@@ -625,3 +625,47 @@ fn payload(output: &Output<u32, Timer>) -> Vec<u8> {
         other => panic!("not a send: {other:?}"),
     }
 }
+
+/// 2 answered 1's exchange and waits for 1's arc: its view is short of it,
+/// so it declines 3's exchange rather than give half of a view it does not
+/// hold yet. Once the arc is there (or forgotten after the exchange
+/// timeout), it answers again.
+#[test]
+fn a_partner_waiting_for_arcs_declines() {
+    let mut net = Net::new(&[1, 2, 3, 4], 0);
+    net.arc(1, 2);
+    net.arc(2, 4);
+    net.arc(2, 4);
+    net.arc(3, 2);
+    let exchange = |id| Input::Message {
+        from: if id == 0 { 1 } else { 3 },
+        payload: Message::<u32>::Exchange {
+            id,
+            mean_view: 1.0,
+            sample: vec![(if id == 0 { 1 } else { 3 }, 0)],
+        }
+        .encode(),
+    };
+    let out = net.input(2, exchange(0));
+    assert_eq!(out.len(), 3, "an answer, a bridge and a close: {out:?}");
+    assert!(!net.peer(2).is_settled());
+    assert_eq!(net.peer(2).arcs_expected(), 1);
+    let out = net.input(2, exchange(1));
+    let declined = |out: &[Output<u32, Timer>]| {
+        matches!(&out[..], [Output::Send { to: 3, payload }]
+            if matches!(Message::<u32>::decode(payload), Ok(Message::ExchangeReply { sample, .. }) if sample.is_empty()))
+    };
+    assert!(declined(&out), "{out:?}");
+    // Its own round is skipped too.
+    let out = net.input(2, Input::Timer(Timer::Shuffle));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Send { .. })),
+        "{out:?}"
+    );
+    // Past the exchange timeout the announced arc is forgotten.
+    net.now += Config::default().exchange_timeout;
+    let out = net.input(2, exchange(2));
+    assert!(!declined(&out), "{out:?}");
+    // 1's arc forgotten; 3's now expected.
+    assert_eq!(net.peer(2).arcs_expected(), 1);
+}
