@@ -652,7 +652,7 @@ fn a_partner_waiting_for_arcs_declines() {
     assert_eq!(net.peer(2).arcs_expected(), 1);
     let out = net.input(2, exchange(1));
     let declined = |out: &[Output<u32, Timer>]| {
-        matches!(&out[..], [Output::Send { to: 3, payload }]
+        matches!(out, [Output::Send { to: 3, payload }]
             if matches!(Message::<u32>::decode(payload), Ok(Message::ExchangeReply { sample, .. }) if sample.is_empty()))
     };
     assert!(declined(&out), "{out:?}");
@@ -662,7 +662,8 @@ fn a_partner_waiting_for_arcs_declines() {
         !out.iter().any(|o| matches!(o, Output::Send { .. })),
         "{out:?}"
     );
-    // Past the exchange timeout the announced arc is forgotten.
+    // Past the exchange timeout (shorter than half a period) the announced
+    // arc is forgotten.
     net.now += Config::default().exchange_timeout;
     let out = net.input(2, exchange(2));
     assert!(!declined(&out), "{out:?}");

@@ -216,7 +216,8 @@ where
     }
 
     /// Arcs that shuffle partners announced and that have not arrived yet
-    /// (forgotten after [`Config::exchange_timeout`]). With
+    /// (forgotten when their bridge fails, or after the shorter of
+    /// [`Config::exchange_timeout`] and half of [`Config::delta`]). With
     /// [`State::pending_exchange`] and the arcs being closed
     /// (`outview().len() − view_size()`), it tells whether the peer is in
     /// the middle of an exchange, its view short of arcs or holding extra.
@@ -382,13 +383,16 @@ where
         }
     }
 
-    /// Whether the arcs of our last exchanges have all arrived (announced
-    /// arcs that did not within the exchange timeout are forgotten: their
-    /// bridges failed). Until then the view is short of them, and an
-    /// exchange sized on it would give or take too few arcs.
+    /// Whether the arcs of our last exchanges have all arrived. Until then
+    /// the view is short of them, and an exchange sized on it would give or
+    /// take too few arcs. An announced arc whose bridge failed is forgotten
+    /// when the failure is reported, and any after the exchange timeout or
+    /// half a period, whichever is shorter (a peer never sits out a round
+    /// for an arc that does not come).
     fn settled(&mut self, now: Instant) -> bool {
+        let wait = self.config.exchange_timeout.min(self.config.delta / 2);
         while let Some(&(_, _, at)) = self.incoming.front() {
-            if at + self.config.exchange_timeout > now {
+            if at + wait > now {
                 break;
             }
             self.incoming.pop_front();
@@ -604,6 +608,10 @@ where
     }
 
     fn handle_arc_down(&mut self, peer: P, reason: &str) {
+        // An arc a partner announced will not come.
+        if let Some(i) = self.incoming.iter().position(|(p, ..)| *p == peer) {
+            self.incoming.remove(i);
+        }
         if self.leave != LeavePhase::Member {
             return;
         }
