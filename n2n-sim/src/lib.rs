@@ -11,6 +11,10 @@
 //!   per-peer RNG seeds derived from one master seed, and the environment's
 //!   semantics for every [`Output`](n2n_core::overlay::Output): messages,
 //!   arcs opened and closed, bridges, timers, crashes.
+//! - [`Rounds`]: the instant-exchange engine, round-based like PeerSim's
+//!   cycle-driven engine: each round every peer takes its turn in an order
+//!   drawn anew, and its exchange with all it causes is applied at once.
+//! - [`Network`]: what both engines offer the measurements and scenarios.
 //! - [`SimRng`]: a small portable RNG for the peers' state machines.
 //! - [`stats`]: view-size and in-degree summaries, arc totals, duplicates,
 //!   strongly and weakly connected components (iterative, fit for 1M peers).

@@ -4,8 +4,8 @@
 //! weak components after removing a share of the peers at once.
 //!
 //! Every function reads the overlays' arc mirrors of the live peers of
-//! a [`Network`](crate::Network) and draws its samples from the RNG it is given, so a seeded run
-//! measures the same peers every time.
+//! a [`Network`] and draws its samples from the RNG it is given, so a seeded
+//! run measures the same peers every time.
 
 use std::collections::VecDeque;
 
