@@ -1,20 +1,21 @@
-//! Simulator speed: events per second of `n2n-sim` running Spray at 10k and
-//! 100k peers.
+//! Simulator speed: `n2n-sim` running Spray at 10k and 100k peers, on both
+//! engines: the latency engine (`Sim`: every hop takes a link's latency) and
+//! the instant-exchange engine (`Rounds`: round by round, each exchange
+//! applied at once, as PeerSim's cycle-driven engine).
 //!
-//! The network is built outside the timed part through the simulator's public
-//! entry points (`Sim::new`, `add_peer`, `join`, `run_for`): the peer count
-//! doubles every simulated second (each newcomer joins a random member), then
-//! the network runs two shuffle periods more. The timed part is one shuffle
-//! period Δ of simulated time (`Sim::run_for`, windows of the shortest hop,
-//! on every core from 20k peers on), in which every peer shuffles once (the
-//! batches that joined together shuffle together, so a shorter span would
-//! catch a burst or a lull): criterion reports the time per cycle, and the
-//! bench prints the events per second
-//! of wall time over every timed iteration (an event is one peer's part of
-//! a message, an arc notice, a bridge step or a timer, counted by the
-//! simulator).
+//! The network is built outside the timed part through the engines' public
+//! entry points (`add_peer`, `join`, `run_for`): the peer count doubles
+//! every simulated second (each newcomer joins a random member), then the
+//! network runs two shuffle periods more. The timed part is one shuffle
+//! period Δ of simulated time (`run_for(Δ)`), in which every peer shuffles
+//! once: criterion reports the wall time per cycle, and the bench prints,
+//! over every timed iteration, the CPU time per cycle (this process's user
+//! and system time, from `/proc`, all threads), the exchanges per CPU
+//! second (shuffles started) and the events per second of wall time (an
+//! event is one peer's part of a message, an arc notice, a bridge step or
+//! a timer in the latency engine; one step in the instant one).
 //!
-//! Building 100k peers takes a while (tens of seconds in release), so the 100k
+//! Building 100k peers takes a while (tens of seconds in release), so the
 //! bench takes few samples. Under `cargo test` (no `--bench`) the networks
 //! hold 100 and 1000 peers.
 //!
@@ -25,30 +26,30 @@ use std::time::{Duration, Instant};
 use benches::bench_mode;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use n2n_overlay_spray::spray;
-use n2n_sim::{Config, Sim, SimRng};
+use n2n_sim::{Config, Network, Rounds, Sim, SimRng};
 
 type Spray = spray::State<u32, SimRng>;
 
-fn network(peers: usize) -> Sim<Spray> {
-    let mut sim = Sim::new(Config::default(), |id, seed| {
-        spray::State::new(id, spray::Config::default(), SimRng::seed_from(seed))
-    });
-    sim.add_peer();
-    while sim.len() < peers {
-        let batch = sim.len().min(peers - sim.len());
+fn peer(id: u32, seed: u64) -> Spray {
+    spray::State::new(id, spray::Config::default(), SimRng::seed_from(seed))
+}
+
+fn grow<N: Network<Overlay = Spray>>(net: &mut N, peers: usize) {
+    net.add_peer();
+    while net.len() < peers {
+        let batch = net.len().min(peers - net.len());
         let contacts: Vec<u32> = (0..batch)
-            .map(|_| sim.random_member().expect("a member"))
+            .map(|_| net.random_member().expect("a member"))
             .collect();
         for contact in contacts {
-            let newcomer = sim.add_peer();
-            sim.join(newcomer, contact);
+            let newcomer = net.add_peer();
+            net.join(newcomer, contact);
         }
-        sim.run_for(Duration::from_secs(1));
+        net.run_for(Duration::from_secs(1));
     }
     // Two shuffle periods: every peer's shuffle timer is armed, spread over
     // the period, and each simulated second holds its share of exchanges.
-    sim.run_for(2 * delta());
-    sim
+    net.run_for(2 * delta());
 }
 
 /// Spray's shuffle period.
@@ -56,45 +57,93 @@ fn delta() -> Duration {
     spray::Config::default().delta
 }
 
-fn sim(c: &mut Criterion) {
-    let scale = if bench_mode() { 1 } else { 100 };
-    let mut g = c.benchmark_group("sim_cycle");
+/// User and system CPU time of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn exchanges<N: Network<Overlay = Spray>>(net: &N) -> u64 {
+    net.alive()
+        .iter()
+        .filter_map(|&id| net.overlay(id))
+        .map(Spray::exchanges_started)
+        .sum()
+}
+
+fn bench_cycles<N: Network<Overlay = Spray>>(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    mut net: N,
+    peers: usize,
+) {
+    let mut g = c.benchmark_group(group);
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(10));
+    let built = Instant::now();
+    grow(&mut net, peers);
+    println!(
+        "{group}/{name}: {peers} peers built in {:.1?} ({} events)",
+        built.elapsed(),
+        net.counters().events
+    );
+    let (mut events, mut spent, mut cpu, mut cycles, mut shuffles) =
+        (0u64, Duration::ZERO, 0.0, 0u64, 0u64);
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let (before, cpu_before, shuffles_before) =
+                (net.counters().events, cpu_seconds(), exchanges(&net));
+            let start = Instant::now();
+            for _ in 0..iters {
+                net.run_for(delta());
+            }
+            let elapsed = start.elapsed();
+            let done = net.counters().events - before;
+            assert!(done > 0, "the shuffles never stop");
+            events += done;
+            spent += elapsed;
+            cpu += cpu_seconds() - cpu_before;
+            cycles += iters;
+            shuffles += exchanges(&net).saturating_sub(shuffles_before);
+            elapsed
+        })
+    });
+    println!(
+        "{group}/{name}: {:.3} s CPU per cycle, {:.0} exchanges per CPU second, {:.2} M events/s \
+         ({events} events in {spent:.1?} over {cycles} cycles)",
+        cpu / cycles.max(1) as f64,
+        shuffles as f64 / cpu.max(1e-9),
+        events as f64 / spent.as_secs_f64().max(1e-9) / 1e6
+    );
+    g.finish();
+}
+
+fn sim(c: &mut Criterion) {
+    let scale = if bench_mode() { 1 } else { 100 };
     for (name, peers) in [("10k", 10_000), ("100k", 100_000)] {
         let peers = peers / scale;
-        let built = Instant::now();
-        let mut sim = network(peers);
-        println!(
-            "sim_cycle/{name}: {peers} peers built in {:.1?} ({} events), {} threads",
-            built.elapsed(),
-            sim.counters().events,
-            sim.threads()
-        );
-        let (mut events, mut spent) = (0u64, Duration::ZERO);
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let before = sim.counters().events;
-                let start = Instant::now();
-                for _ in 0..iters {
-                    sim.run_for(delta());
-                }
-                let elapsed = start.elapsed();
-                let done = sim.counters().events - before;
-                assert!(done > 0, "the shuffles never stop");
-                events += done;
-                spent += elapsed;
-                elapsed
-            })
-        });
-        println!(
-            "sim_cycle/{name}: {:.2} M events/s ({events} events in {spent:.1?})",
-            events as f64 / spent.as_secs_f64().max(1e-9) / 1e6
-        );
+        let latency = Sim::new(Config::default(), peer);
+        println!("sim_cycle/{name}: {} threads", latency.threads());
+        bench_cycles(c, "sim_cycle", name, latency, peers);
+        let mut instant = Rounds::new(Config::default(), delta(), spray::Timer::Shuffle, peer);
+        instant.set_prefetch(spray::State::hot_buffers);
+        bench_cycles(c, "sim_cycle_instant", name, instant, peers);
     }
-    g.finish();
 }
 
 criterion_group!(benches, sim);

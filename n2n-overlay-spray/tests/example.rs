@@ -91,7 +91,11 @@ fn the_example_converges_on_real_webrtc_without_the_server() {
         (mean - ln_n).abs() <= 0.25 * ln_n,
         "mean view {mean:.2} not within ±25% of ln 20 = {ln_n:.2}\n{stdout}"
     );
-    assert!(r["strongly_connected"].as_bool().unwrap(), "{stdout}");
+    // Not asserted: one strong component. Under the paper's age rule (moved
+    // arcs are new, the default) in-degrees spread wide, and in a network
+    // of 20 peers with views of about 3 a peer now and then has no arc
+    // pointing to it until its next round gives one back (README, "The
+    // Spray paper").
     assert!(r["min_view"].as_u64().unwrap() >= 1, "{stdout}");
     assert!(
         r["bridges_ok"].as_u64().unwrap() > 0,

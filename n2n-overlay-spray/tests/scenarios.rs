@@ -5,7 +5,7 @@ mod common;
 use common::{ConstRng, Net};
 use n2n_core::Direction;
 use n2n_core::overlay::{ArcCloseReason, ConnectionState, Input, Output, Overlay};
-use n2n_overlay_spray::spray::{Config, Message, Timer};
+use n2n_overlay_spray::spray::{AgeRule, Config, Message, Timer};
 use rand::Rng;
 
 const OUT: Direction = Direction::Outgoing;
@@ -164,8 +164,17 @@ fn join_bridges_once_per_arc_occurrence() {
 /// arc to 1, which 1 must receive as an arc to 2 (not to itself).
 #[test]
 fn shuffle_step_by_step() {
-    let mut net = Net::new(&[1, 2, 3, 4], 0);
-    let cfg = Config::default();
+    for rule in [AgeRule::Reset, AgeRule::Keep] {
+        shuffle_step_by_step_with(rule);
+    }
+}
+
+fn shuffle_step_by_step_with(age_rule: AgeRule) {
+    let cfg = Config {
+        age_rule,
+        ..Config::default()
+    };
+    let mut net = Net::with_config(&[1, 2, 3, 4], 0, cfg.clone());
     net.arc(1, 2);
     net.arc(1, 3);
     net.arc(1, 3);
@@ -179,7 +188,10 @@ fn shuffle_step_by_step() {
         out,
         vec![
             Output::SetTimer {
-                at: t0 + cfg.delta,
+                // The round of the next period (the first period, armed
+                // when the arcs opened, ends at t0 + Δ), at its end with
+                // the lowest draw.
+                at: t0 + 2 * cfg.delta,
                 timer: Timer::Shuffle
             },
             send(
@@ -253,9 +265,11 @@ fn shuffle_step_by_step() {
     assert_eq!(net.views(1), (vec![2, 3], vec![2]));
     assert_eq!(net.views(2), (vec![1, 3, 4], vec![1]));
     assert_eq!(net.arcs(), before);
-    // The arcs moved to 2 kept their ages: the arc to 3 is one round old.
+    // The arcs moved to 2 are new (the paper's rule), or kept their ages:
+    // the arc to 3 was one round old.
     let ages: Vec<(u32, u32)> = net.peer(2).partial_view().map(|(p, a)| (*p, a)).collect();
-    assert_eq!(ages, vec![(4, 0), (1, 0), (3, 1)]);
+    let moved = u32::from(age_rule == AgeRule::Keep);
+    assert_eq!(ages, vec![(4, 0), (1, 0), (3, moved)]);
     // Ages: 1's remaining arc to 3 is one round old, the new arc to 2 is new.
     let ages: Vec<(u32, u32)> = net.peer(1).partial_view().map(|(p, a)| (*p, a)).collect();
     assert_eq!(ages, vec![(3, 1), (2, 0)]);
@@ -497,4 +511,162 @@ fn exchange_from_a_stranger_is_ignored() {
     );
     assert_eq!(out, vec![]);
     assert_eq!(net.views(1).0, vec![2, 3]);
+}
+
+/// Two peers shuffle with each other at once: 2 holds only its arc to 1,
+/// reserved for its own exchange, when 1's exchange arrives. 2 has nothing
+/// to give, so it declines with an empty answer, and 1 keeps its sample
+/// instead of giving half its view for nothing. 2's own exchange then goes
+/// through as usual.
+#[test]
+fn a_partner_with_nothing_to_give_declines() {
+    let mut net = Net::new(&[1, 2, 3], 0);
+    net.arc(1, 2);
+    net.arc(1, 3);
+    net.arc(2, 1);
+    let before = net.arcs();
+    let from_2 = net.input(2, Input::Timer(Timer::Shuffle));
+    let from_1 = net.input(1, Input::Timer(Timer::Shuffle));
+    assert!(
+        matches!(from_1[1], Output::Send { to: 2, .. }),
+        "{from_1:?}"
+    );
+    // 1's exchange reaches 2, whose only arc is reserved.
+    let out = net.input(
+        2,
+        Input::Message {
+            from: 1,
+            payload: payload(&from_1[1]),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![send(
+            1,
+            Message::ExchangeReply {
+                id: 0,
+                mean_view: 1.0,
+                sample: vec![],
+            }
+        )]
+    );
+    // The empty answer aborts 1's exchange: nothing is given away.
+    let out = net.input(
+        1,
+        Input::Message {
+            from: 2,
+            payload: payload(&out[0]),
+        },
+    );
+    assert_eq!(out, vec![]);
+    assert_eq!(net.peer(1).pending_exchange(), None);
+    assert_eq!(net.views(1).0, vec![2, 3]);
+    // 2's exchange reaches 1, which answers with ⌈2/2⌉ = 1 arc.
+    net.settle(2, vec![from_2[1].clone()]);
+    assert_eq!(net.peer(2).pending_exchange(), None);
+    assert_eq!(net.views(1).0.len(), 2);
+    assert_eq!(net.views(2).0.len(), 1);
+    assert_eq!(net.arcs(), before);
+    // 1's arcs are free again: its next round shuffles.
+    let out = net.input(1, Input::Timer(Timer::Shuffle));
+    assert!(matches!(out[1], Output::Send { .. }), "{out:?}");
+}
+
+/// A partner whose whole view is being closed (it gave it away in another
+/// exchange) declines too.
+#[test]
+fn a_partner_with_an_empty_view_declines() {
+    let mut net = Net::new(&[1, 2], 0);
+    net.arc(1, 2);
+    net.arc(2, 1);
+    // 2 gives its one arc away (an exchange with 1 answered, not yet settled).
+    let exchange = Message::<u32>::Exchange {
+        id: 7,
+        mean_view: 1.0,
+        sample: vec![(1, 0)],
+    };
+    let out = net.input(
+        2,
+        Input::Message {
+            from: 1,
+            payload: exchange.encode(),
+        },
+    );
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(net.peer(2).view_size(), 0);
+    let again = Message::<u32>::Exchange {
+        id: 8,
+        mean_view: 1.0,
+        sample: vec![(1, 0)],
+    };
+    let out = net.input(
+        2,
+        Input::Message {
+            from: 1,
+            payload: again.encode(),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![send(
+            1,
+            Message::ExchangeReply {
+                id: 8,
+                mean_view: 1.0,
+                sample: vec![],
+            }
+        )]
+    );
+}
+
+fn payload(output: &Output<u32, Timer>) -> Vec<u8> {
+    match output {
+        Output::Send { payload, .. } => payload.clone(),
+        other => panic!("not a send: {other:?}"),
+    }
+}
+
+/// 2 answered 1's exchange and waits for 1's arc: its view is short of it,
+/// so it declines 3's exchange rather than give half of a view it does not
+/// hold yet. Once the arc is there (or forgotten after the exchange
+/// timeout), it answers again.
+#[test]
+fn a_partner_waiting_for_arcs_declines() {
+    let mut net = Net::new(&[1, 2, 3, 4], 0);
+    net.arc(1, 2);
+    net.arc(2, 4);
+    net.arc(2, 4);
+    net.arc(3, 2);
+    let exchange = |id| Input::Message {
+        from: if id == 0 { 1 } else { 3 },
+        payload: Message::<u32>::Exchange {
+            id,
+            mean_view: 1.0,
+            sample: vec![(if id == 0 { 1 } else { 3 }, 0)],
+        }
+        .encode(),
+    };
+    let out = net.input(2, exchange(0));
+    assert_eq!(out.len(), 3, "an answer, a bridge and a close: {out:?}");
+    assert!(!net.peer(2).is_settled());
+    assert_eq!(net.peer(2).arcs_expected(), 1);
+    let out = net.input(2, exchange(1));
+    let declined = |out: &[Output<u32, Timer>]| {
+        matches!(out, [Output::Send { to: 3, payload }]
+            if matches!(Message::<u32>::decode(payload), Ok(Message::ExchangeReply { sample, .. }) if sample.is_empty()))
+    };
+    assert!(declined(&out), "{out:?}");
+    // Its own round is skipped too.
+    let out = net.input(2, Input::Timer(Timer::Shuffle));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Send { .. })),
+        "{out:?}"
+    );
+    // Past the exchange timeout (shorter than half a period) the announced
+    // arc is forgotten.
+    net.now += Config::default().exchange_timeout;
+    let out = net.input(2, exchange(2));
+    assert!(!declined(&out), "{out:?}");
+    // 1's arc forgotten; 3's now expected.
+    assert_eq!(net.peer(2).arcs_expected(), 1);
 }

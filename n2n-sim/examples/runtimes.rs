@@ -3,8 +3,8 @@
 //! 10–50 ms): mean view, view σ, in-degree σ, duplicate share, and the
 //! largest components after removing 30% and 50% of the peers.
 //!
-//! Run: `cargo run --release -p n2n-sim --example runtimes -- PEERS CYCLES SEEDS`
-//! (defaults: 1000 50 8).
+//! Run: `cargo run --release -p n2n-sim --example runtimes -- PEERS CYCLES SEEDS [FIRST]`
+//! (defaults: 1000 50 8 1; seeds FIRST..FIRST+SEEDS-1).
 
 use std::time::Instant;
 
@@ -130,8 +130,9 @@ fn main() -> anyhow::Result<()> {
     let peers = args.first().copied().unwrap_or(1000) as u32;
     let cycles = args.get(1).copied().unwrap_or(50) as u32;
     let seeds = args.get(2).copied().unwrap_or(8);
+    let first = args.get(3).copied().unwrap_or(1);
     let (mut ideals, mut nodes) = (Vec::new(), Vec::new());
-    for seed in 1..=seeds {
+    for seed in first..first + seeds {
         let i = ideal(peers, cycles, seed)?;
         let n = node(peers, cycles, seed);
         print(&format!("seed {seed} ideal"), &i);

@@ -11,6 +11,10 @@
 //!   per-peer RNG seeds derived from one master seed, and the environment's
 //!   semantics for every [`Output`](n2n_core::overlay::Output): messages,
 //!   arcs opened and closed, bridges, timers, crashes.
+//! - [`Rounds`]: the instant-exchange engine, round-based like PeerSim's
+//!   cycle-driven engine: each round every peer takes its turn in an order
+//!   drawn anew, and its exchange with all it causes is applied at once.
+//! - [`Network`]: what both engines offer the measurements and scenarios.
 //! - [`SimRng`]: a small portable RNG for the peers' state machines.
 //! - [`stats`]: view-size and in-degree summaries, arc totals, duplicates,
 //!   strongly and weakly connected components (iterative, fit for 1M peers).
@@ -50,15 +54,20 @@
 //! # let _ = first;
 //! ```
 
+mod barrier;
 pub mod measure;
+mod network;
 pub mod node;
 pub mod plot;
 mod prefetch;
 mod queue;
 mod rng;
+mod rounds;
 pub mod scenario;
 mod sim;
 pub mod stats;
 
+pub use network::Network;
 pub use rng::SimRng;
+pub use rounds::Rounds;
 pub use sim::{Config, Counters, Latency, PARALLEL_WINDOWS, SHARDS, Sim};

@@ -24,7 +24,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use n2n_sim::scenario::{self, Arrival, Failure, Oscillate, Row, RunResult, Scenario};
+use n2n_overlay_spray::spray;
+use n2n_sim::scenario::{self, Arrival, Engine, Failure, Oscillate, Row, RunResult, Scenario};
 use n2n_sim::{measure, plot};
 
 mod node_cli;
@@ -52,55 +53,60 @@ struct Cli {
     #[arg(long)]
     csv: Option<PathBuf>,
     /// Master seed.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Initial peers.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     peers: Option<u32>,
     /// Shuffle cycles after the arrivals.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     cycles: Option<u32>,
     /// Shuffle period Δ in milliseconds (a cycle lasts Δ).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     delta_ms: Option<u64>,
     /// Peers arrive one by one, this many milliseconds apart.
-    #[arg(long, alias = "join-interval-ms", conflicts_with = "burst")]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        alias = "join-interval-ms",
+        conflicts_with = "burst"
+    )]
     interval_ms: Option<u64>,
     /// Peers arrive one by one, this many per shuffle period.
-    #[arg(long, conflicts_with_all = ["burst", "interval_ms"])]
+    #[arg(long, allow_negative_numbers = true, conflicts_with_all = ["burst", "interval_ms"])]
     joins_per_cycle: Option<u64>,
     /// One-by-one arrivals speed up from this many members on: the interval
     /// shrinks in proportion to the network's size.
-    #[arg(long, conflicts_with = "burst")]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "burst")]
     speed_up_from: Option<u32>,
     /// Peers arrive in bursts of this size, one burst per cycle.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     burst: Option<u32>,
     /// Smallest one-way hop latency, ms.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     latency_min_ms: Option<u64>,
     /// Largest one-way hop latency, ms.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     latency_max_ms: Option<u64>,
     /// Signaling loss per hop, in [0, 1]: each offer or answer relayed to open
     /// an arc is lost at this rate, and the arc then fails to open.
-    #[arg(long, value_parser = parse_probability)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_probability)]
     loss: Option<f64>,
     /// Loss rate of overlay messages (shuffle requests and answers), in
     /// [0, 1]; apart from signaling, 0 unless set.
-    #[arg(long, value_parser = parse_probability)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_probability)]
     message_loss: Option<f64>,
     /// Crash this percentage of the peers at once (at --crash-at).
-    #[arg(long, requires = "crash_at", value_parser = parse_percent)]
+    #[arg(long, allow_negative_numbers = true, requires = "crash_at", value_parser = parse_percent)]
     crash: Option<f64>,
     /// Cycle at whose start the massive failure happens.
-    #[arg(long, requires = "crash")]
+    #[arg(long, allow_negative_numbers = true, requires = "crash")]
     crash_at: Option<u32>,
     /// Joins per cycle (churn).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     churn_joins: Option<u32>,
     /// Departures per cycle (churn).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     churn_leaves: Option<u32>,
     /// Departures are graceful leaves rather than crashes.
     #[arg(long)]
@@ -114,9 +120,17 @@ struct Cli {
     /// Do not draw plots.
     #[arg(long)]
     no_plots: bool,
-    /// Threads (0: every core); the results do not depend on it.
-    #[arg(long)]
+    /// Threads (0: every core from 20k peers on; a number: that many at any
+    /// size); the results do not depend on it.
+    #[arg(long, allow_negative_numbers = true)]
     threads: Option<usize>,
+    /// The engine: `latency` (every hop takes a link's latency) or
+    /// `instant` (round-based, each exchange applied at once).
+    #[arg(long, value_parser = parse_engine)]
+    engine: Option<Engine>,
+    /// The age of an arc moved in a shuffle: `reset` (the paper's) or `keep`.
+    #[arg(long, value_parser = parse_age_rule)]
+    age_rule: Option<spray::AgeRule>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -186,6 +200,22 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    match s {
+        "latency" => Ok(Engine::Latency),
+        "instant" => Ok(Engine::Instant),
+        _ => Err(format!("{s}: expected latency or instant")),
+    }
+}
+
+fn parse_age_rule(s: &str) -> Result<spray::AgeRule, String> {
+    match s {
+        "reset" => Ok(spray::AgeRule::Reset),
+        "keep" => Ok(spray::AgeRule::Keep),
+        _ => Err(format!("{s}: expected reset or keep")),
+    }
+}
+
 fn parse_oscillate(s: &str) -> Result<Oscillate, String> {
     let v: Vec<u32> = s
         .split(',')
@@ -230,7 +260,9 @@ impl Cli {
             latency_max_ms,
             loss,
             message_loss,
-            threads
+            threads,
+            engine,
+            age_rule
         );
         if let Some(interval_ms) = self.interval_ms {
             s.arrival = Arrival::OneByOne {
@@ -318,10 +350,15 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut write_error = None;
     // Where cycle 0 ended: the arrivals, apart from the cycles.
-    let mut arrived = (Duration::ZERO, 0);
+    let mut arrived = Arrived::default();
     let result = scenario::run(&scenario, |row| {
         if row.cycle == 0 {
-            arrived = (started.elapsed(), row.events);
+            arrived = Arrived {
+                wall: started.elapsed(),
+                events: row.events,
+                cpu: cpu_seconds(),
+                exchanges: row.exchanges,
+            };
         }
         if let Err(e) = writeln!(csv, "{}", row.csv()) {
             write_error.get_or_insert(e);
@@ -352,7 +389,16 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(s: &Scenario, r: &RunResult, wall: f64, arrived: (Duration, u64)) -> String {
+/// Where cycle 0 ended: the arrivals, apart from the cycles.
+#[derive(Debug, Default)]
+struct Arrived {
+    wall: Duration,
+    events: u64,
+    cpu: Option<f64>,
+    exchanges: u64,
+}
+
+fn summary(s: &Scenario, r: &RunResult, wall: f64, arrived: Arrived) -> String {
     let last = r.rows.last().expect("cycle 0 is always measured");
     let mut t = String::new();
     let mut line = |k: &str, v: String| t.push_str(&format!("{k:<38} {v}\n"));
@@ -469,8 +515,15 @@ fn summary(s: &Scenario, r: &RunResult, wall: f64, arrived: (Duration, u64)) -> 
             r.events as f64 / wall.max(1e-9)
         ),
     );
+    line(
+        "engine",
+        match s.engine {
+            Engine::Latency => "latency".into(),
+            Engine::Instant => "instant (round-based)".into(),
+        },
+    );
     if s.cycles > 0 {
-        let (at, events) = (arrived.0.as_secs_f64(), r.events - arrived.1);
+        let (at, events) = (arrived.wall.as_secs_f64(), r.events - arrived.events);
         let cycles = (wall - at).max(1e-9);
         line(
             "cycles 1.. only: wall time, rate",
@@ -486,6 +539,18 @@ fn summary(s: &Scenario, r: &RunResult, wall: f64, arrived: (Duration, u64)) -> 
                 r.events as f64 / cpu.max(1e-9)
             ),
         );
+        if let (Some(at), true) = (arrived.cpu, s.cycles > 0) {
+            let spent = (cpu - at).max(1e-9);
+            let exchanges = last.exchanges.saturating_sub(arrived.exchanges);
+            line(
+                "cycles 1.. only: CPU time per cycle",
+                format!("{:.3} s", spent / f64::from(s.cycles)),
+            );
+            line(
+                "cycles 1.. only: exchanges, per CPU s",
+                format!("{exchanges}, {:.0}", exchanges as f64 / spent),
+            );
+        }
     }
     t
 }

@@ -3,9 +3,9 @@
 //! coefficient, average shortest path (sampled), and the largest strong and
 //! weak components after removing a share of the peers at once.
 //!
-//! Every function reads the overlays' arc mirrors of the live peers of a
-//! [`Sim`] and draws its samples from the RNG it is given, so a seeded run
-//! measures the same peers every time.
+//! Every function reads the overlays' arc mirrors of the live peers of
+//! a [`Network`] and draws its samples from the RNG it is given, so a seeded
+//! run measures the same peers every time.
 
 use std::collections::VecDeque;
 
@@ -14,19 +14,19 @@ use n2n_core::overlay::Overlay;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::Sim;
+use crate::network::Network;
 use crate::stats::{Components, Graph};
 
 const DEAD: u32 = u32::MAX;
 
 /// `(value, peers)` pairs in value order: how many live peers have each
 /// partial-view size (arc occurrences counted).
-pub fn view_histogram<O: Overlay<u32>>(sim: &Sim<O>) -> Vec<(u32, u64)> {
+pub fn view_histogram<N: Network + ?Sized>(sim: &N) -> Vec<(u32, u64)> {
     histogram(live_views(sim).map(|(out, _)| out.len()))
 }
 
 /// `(value, peers)` pairs in value order: how many live peers have each in-degree.
-pub fn in_degree_histogram<O: Overlay<u32>>(sim: &Sim<O>) -> Vec<(u32, u64)> {
+pub fn in_degree_histogram<N: Network + ?Sized>(sim: &N) -> Vec<(u32, u64)> {
     histogram(live_views(sim).map(|(_, inv)| inv.len()))
 }
 
@@ -61,8 +61,8 @@ pub fn share_within(histogram: &[(u32, u64)], lo: u32, hi: u32) -> f64 {
     inside as f64 / total as f64
 }
 
-fn live_views<O: Overlay<u32>>(
-    sim: &Sim<O>,
+fn live_views<N: Network + ?Sized>(
+    sim: &N,
 ) -> impl Iterator<Item = (&ArcSet<u32>, &ArcSet<u32>)> + '_ {
     sim.alive()
         .iter()
@@ -70,7 +70,7 @@ fn live_views<O: Overlay<u32>>(
 }
 
 /// Whether an arc links `a` and `b`, either way.
-fn linked<O: Overlay<u32>>(sim: &Sim<O>, a: u32, b: u32) -> bool {
+fn linked<N: Network + ?Sized>(sim: &N, a: u32, b: u32) -> bool {
     sim.overlay(a)
         .is_some_and(|o| o.outview().contains(&b) || o.inview().contains(&b))
 }
@@ -78,7 +78,7 @@ fn linked<O: Overlay<u32>>(sim: &Sim<O>, a: u32, b: u32) -> bool {
 /// Mean local clustering coefficient of the undirected overlay graph (an edge
 /// where an arc goes either way), over `samples` live peers drawn at random
 /// (all of them if fewer). A peer with fewer than two neighbours counts 0.
-pub fn clustering<O: Overlay<u32>, R: Rng>(sim: &Sim<O>, samples: usize, rng: &mut R) -> f64 {
+pub fn clustering<N: Network + ?Sized, R: Rng>(sim: &N, samples: usize, rng: &mut R) -> f64 {
     let picked = sample_live(sim, samples, rng);
     if picked.is_empty() {
         return 0.0;
@@ -112,8 +112,8 @@ pub fn clustering<O: Overlay<u32>, R: Rng>(sim: &Sim<O>, samples: usize, rng: &m
 /// Average length of the shortest directed paths (along arcs) from `sources`
 /// live peers drawn at random to every live peer they reach, by breadth-first
 /// search; and the share of (source, peer) pairs reached.
-pub fn average_path<O: Overlay<u32>, R: Rng>(
-    sim: &Sim<O>,
+pub fn average_path<N: Network + ?Sized, R: Rng>(
+    sim: &N,
     sources: usize,
     rng: &mut R,
 ) -> PathLength {
@@ -182,8 +182,8 @@ pub struct Removal {
 /// For each share in `fractions`, removes that share of the live peers (drawn
 /// at random, independently per share) from the graph and measures the
 /// components of the rest. The simulation itself is not changed.
-pub fn removal_sweep<O: Overlay<u32>, R: Rng>(
-    sim: &Sim<O>,
+pub fn removal_sweep<N: Network + ?Sized, R: Rng>(
+    sim: &N,
     fractions: &[f64],
     rng: &mut R,
 ) -> Vec<Removal> {
@@ -212,7 +212,7 @@ pub fn removal_sweep<O: Overlay<u32>, R: Rng>(
         .collect()
 }
 
-fn sample_live<O: Overlay<u32>, R: Rng>(sim: &Sim<O>, k: usize, rng: &mut R) -> Vec<u32> {
+fn sample_live<N: Network + ?Sized, R: Rng>(sim: &N, k: usize, rng: &mut R) -> Vec<u32> {
     let mut live: Vec<u32> = sim.alive().to_vec();
     // `alive()` has no stable order across removals: sort before drawing.
     live.sort_unstable();

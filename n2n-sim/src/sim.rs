@@ -1,7 +1,7 @@
 //! The event loop and the environment's semantics.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use n2n_core::Direction;
 use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
 use rand::Rng;
 
+use crate::barrier::{Barrier, BreakOnPanic};
 use crate::prefetch;
 use crate::queue::{Calendar, Entry};
 use crate::rng::{SimRng, splitmix as mix};
@@ -247,66 +248,6 @@ const STATE_LINES: usize = 3;
 /// A call spanning fewer windows runs on one thread: starting the others
 /// would cost more than they save.
 pub const PARALLEL_WINDOWS: u64 = 64;
-/// Spins of a thread waiting at the barrier before it yields its core.
-const SPINS: u32 = 1 << 14;
-
-/// A barrier for the threads of [`Sim::parallel`]: a window lasts tens of
-/// microseconds, too short to put threads to sleep and wake them; they spin
-/// (then yield, on a loaded machine) until the last one arrives.
-struct SpinBarrier {
-    parties: usize,
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
-    /// A thread panicked: the others must not wait for it.
-    broken: AtomicBool,
-}
-
-/// Breaks the barrier if its thread unwinds, so that the others return and
-/// the panic reaches the caller instead of a deadlock.
-struct BreakOnPanic<'a>(&'a SpinBarrier);
-
-impl Drop for BreakOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.broken.store(true, Ordering::Release);
-        }
-    }
-}
-
-impl SpinBarrier {
-    fn new(parties: usize) -> Self {
-        Self {
-            parties,
-            arrived: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-            broken: AtomicBool::new(false),
-        }
-    }
-
-    /// Waits for every party; `false` if one of them panicked.
-    fn wait(&self) -> bool {
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
-            return true;
-        }
-        let mut spins = 0;
-        while self.generation.load(Ordering::Acquire) == generation {
-            if self.broken.load(Ordering::Acquire) {
-                return false;
-            }
-            if spins < SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        true
-    }
-}
-
 /// Events handed from one shard to another.
 type Mail<T> = Vec<Entry<Kind<T>>>;
 type Factory<O> = Box<dyn FnMut(u32, u64) -> O>;
@@ -1217,7 +1158,7 @@ where
             .map(Mutex::new)
             .collect();
         let cells: Vec<Mutex<&mut Shard<O>>> = self.shards.iter_mut().map(Mutex::new).collect();
-        let barrier = SpinBarrier::new(self.threads);
+        let barrier = Barrier::new(self.threads);
         // Shards taken so far, over all windows: window `w` hands out
         // tickets `w * SHARDS .. (w + 1) * SHARDS`.
         let tickets = AtomicUsize::new(0);

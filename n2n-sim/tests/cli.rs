@@ -82,6 +82,35 @@ fn bad_flags_and_scenarios_are_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--loss"));
 
+    // Each flag out of range is refused, naming the flag or its key, and
+    // nothing runs.
+    for (flags, named) in [
+        (&["--peers", "0"][..], "peers"),
+        (&["--peers=-5"][..], "--peers"),
+        (&["--delta-ms", "0"][..], "delta_ms"),
+        (&["--message-loss", "-0.1"][..], "--message-loss"),
+        (&["--message-loss=1.5"][..], "--message-loss"),
+        (&["--crash", "150", "--crash-at", "2"][..], "--crash"),
+        (&["--crash", "10", "--crash-at", "0"][..], "at_cycle"),
+        (&["--latency-min-ms", "0"][..], "latency_min_ms"),
+        (&["--threads", "99"][..], "threads"),
+        (&["--burst", "0"][..], "size"),
+        (&["--oscillate", "10,5,2"][..], "oscillate"),
+        (&["--engine", "warp"][..], "--engine"),
+        (&["--age-rule", "young"][..], "--age-rule"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_n2n-sim"))
+            .args(flags)
+            .args(["--quiet", "--no-plots", "--out"])
+            .arg(std::env::temp_dir().join("n2n-sim-never-written"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} ran");
+        assert!(err.contains(named), "{flags:?}: {err}");
+        assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    }
+
     let dir = std::env::temp_dir().join(format!("n2n-sim-cli-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");

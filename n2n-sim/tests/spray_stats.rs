@@ -54,9 +54,15 @@ fn arc_total(sim: &Sim<Peer>) -> i64 {
 fn check_run(seed: u64, s: &Snapshot) {
     assert_eq!(s.arcs_out, s.arcs_in, "seed {seed}: Σ out == Σ in");
     assert_eq!(s.empty_views, 0, "seed {seed}: no empty view: {s:?}");
-    assert_eq!(
-        s.strong.count, 1,
-        "seed {seed}: one strong component: {s:?}"
+    // One weak component, and the strong one holds nearly every peer:
+    // under the paper's age rule (moved arcs are new) in-degrees spread
+    // wider (σ ≈ 1.8 at 1k, against ≈ 1.2 when moved arcs keep their age),
+    // and now and then a peer has no arc pointing to it until its next
+    // shuffle gives one back (11 of 320 measurements over 8 seeds).
+    assert_eq!(s.weak.count, 1, "seed {seed}: one weak component: {s:?}");
+    assert!(
+        s.strong.largest * 100 >= s.peers * 99,
+        "seed {seed}: the largest strong component holds ≥ 99%: {s:?}"
     );
     assert!(
         s.view.std_dev < 1.0,
@@ -66,7 +72,7 @@ fn check_run(seed: u64, s: &Snapshot) {
 
 /// Runs `seeds` in two threads (the machine has two cores); returns the
 /// snapshots in seed order.
-fn per_seed(seeds: std::ops::Range<u64>, run: fn(u64) -> Snapshot) -> Vec<Snapshot> {
+fn per_seed<T: Send>(seeds: std::ops::Range<u64>, run: fn(u64) -> T) -> Vec<T> {
     let seeds: Vec<u64> = seeds.collect();
     let (even, odd): (Vec<u64>, Vec<u64>) = seeds.iter().partition(|s| *s % 2 == 0);
     let (a, b) = std::thread::scope(|scope| {
@@ -74,16 +80,55 @@ fn per_seed(seeds: std::ops::Range<u64>, run: fn(u64) -> Snapshot) -> Vec<Snapsh
         let b = scope.spawn(|| odd.iter().map(|&s| (s, run(s))).collect::<Vec<_>>());
         (a.join().unwrap(), b.join().unwrap())
     });
-    let mut all: Vec<(u64, Snapshot)> = a.into_iter().chain(b).collect();
+    let mut all: Vec<(u64, T)> = a.into_iter().chain(b).collect();
     all.sort_by_key(|(s, _)| *s);
     all.into_iter().map(|(_, snap)| snap).collect()
 }
 
-fn joined_and_shuffled(seed: u64) -> Snapshot {
+/// Cycles after which views count as settled for the tail of view sizes.
+const SETTLED: u32 = 10;
+
+/// Share of the settled peers (between exchanges: see
+/// `spray::State::is_settled`) whose view size is neither ⌊m⌋ nor ⌈m⌉, m
+/// the mean view. At any instant about 0.6% of the peers are in the middle
+/// of an exchange, their views short of the arcs on their way or still
+/// holding those being closed; counted, they would double the tail.
+fn tail_share(sim: &Sim<Peer>, mean: f64) -> f64 {
+    let (lo, hi) = (mean.floor() as usize, mean.ceil() as usize);
+    let (mut settled, mut outside) = (0usize, 0usize);
+    for &id in sim.alive() {
+        let peer = sim.overlay(id).expect("live");
+        if peer.is_settled() {
+            settled += 1;
+            let size = peer.view_size();
+            outside += usize::from(size < lo || size > hi);
+        }
+    }
+    outside as f64 / settled.max(1) as f64
+}
+
+/// A run of `seed`: its last snapshot, and the tail share of each settled
+/// cycle.
+struct Run {
+    snap: Snapshot,
+    tails: Vec<f64>,
+}
+
+fn joined_and_shuffled(seed: u64) -> Run {
     let mut sim = network(seed);
     grow(&mut sim, N);
     let joined = arc_total(&sim);
-    sim.run_for(delta() * CYCLES);
+    let mut tails = Vec::new();
+    for cycle in 1..=CYCLES {
+        sim.run_for(delta());
+        let s = sim.snapshot();
+        // No churn: no peer is left without arcs, not even for the moment
+        // of an exchange (a partner never gives its arcs away for nothing).
+        assert_eq!(s.empty_views, 0, "seed {seed}, cycle {cycle}: {s:?}");
+        if cycle > SETTLED {
+            tails.push(tail_share(&sim, s.view.mean));
+        }
+    }
     let s = sim.snapshot();
     assert_eq!(s.peers, N);
     // Shuffles never change the arc total (counting the arcs being moved).
@@ -93,29 +138,48 @@ fn joined_and_shuffled(seed: u64) -> Snapshot {
         "seed {seed}: shuffles keep the arc total"
     );
     check_run(seed, &s);
-    s
+    Run { snap: s, tails }
+}
+
+/// What Spray's joins give: a 2-peer network holds an arc each way, and the
+/// k-th newcomer adds one arc per arc of its contact plus its own, so the
+/// mean view of N peers is 1 + Σ_{k=3..N} 1/k (≈ ln N + γ − 1/2).
+fn join_expectation(n: usize) -> f64 {
+    1.0 + (3..=n).map(|k| 1.0 / k as f64).sum::<f64>()
 }
 
 #[test]
-fn mean_view_is_ln_n_over_seeds() {
-    let snaps = per_seed(0..SEEDS, joined_and_shuffled);
+fn mean_view_is_the_join_expectation_over_seeds() {
+    let runs = per_seed(0..SEEDS, joined_and_shuffled);
+    let snaps: Vec<&Snapshot> = runs.iter().map(|r| &r.snap).collect();
     let mean = snaps.iter().map(|s| s.view.mean).sum::<f64>() / snaps.len() as f64;
-    let ln_n = (N as f64).ln();
+    let expected = join_expectation(N);
     let per_seed: Vec<String> = snaps
         .iter()
         .map(|s| format!("{:.2}", s.view.mean))
         .collect();
     let spread = |f: fn(&Snapshot) -> f64| {
-        let v: Vec<f64> = snaps.iter().map(f).collect();
+        let v: Vec<f64> = snaps.iter().map(|s| f(s)).collect();
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         format!("{lo:.2}..{hi:.2}")
     };
+    let tails: Vec<f64> = runs.iter().flat_map(|r| r.tails.iter().copied()).collect();
+    let tail = tails.iter().sum::<f64>() / tails.len() as f64;
+    let worst_tail = tails.iter().copied().fold(0.0, f64::max);
+    let sd = (snaps
+        .iter()
+        .map(|s| (s.view.mean - mean).powi(2))
+        .sum::<f64>()
+        / (snaps.len() - 1) as f64)
+        .sqrt();
     eprintln!(
-        "{} seeds, {N} peers, {CYCLES} cycles: mean view {mean:.3} (ln N {ln_n:.3}); \
-         per run: mean {}, σ {}, min {}, max {}; in-degree σ {}, min {}, max {}; \
-         duplicates share {}",
+        "{} seeds, {N} peers, {CYCLES} cycles: mean view {mean:.3} ± {sd:.3} between seeds \
+         (join expectation {expected:.3}, ln N {:.3}); per run: mean {}, σ {}, min {}, max {}; \
+         in-degree σ {}, min {}, max {}; duplicates share {}; \
+         views outside {{⌊m⌋, ⌈m⌉}} after cycle {SETTLED}: {:.3}% (worst cycle {:.3}%)",
         snaps.len(),
+        (N as f64).ln(),
         spread(|s| s.view.mean),
         spread(|s| s.view.std_dev),
         spread(|s| s.view.min),
@@ -124,10 +188,20 @@ fn mean_view_is_ln_n_over_seeds() {
         spread(|s| s.in_degree.min),
         spread(|s| s.in_degree.max),
         spread(|s| s.duplicates_share),
+        100.0 * tail,
+        100.0 * worst_tail,
+    );
+    // Over 32 seeds the mean of the means lies within 3 standard errors
+    // of the expectation.
+    let bound = 3.0 * sd / (snaps.len() as f64).sqrt();
+    assert!(
+        (mean - expected).abs() <= bound,
+        "mean view {mean:.3} vs {expected:.3} (± {bound:.3}); per seed: {per_seed:?}"
     );
     assert!(
-        (mean - ln_n).abs() <= 0.05 * ln_n,
-        "mean view {mean:.3} vs ln N {ln_n:.3}; per seed: {per_seed:?}"
+        tail <= 0.005,
+        "views outside {{⌊m⌋, ⌈m⌉}}: {:.3}% of the peers",
+        100.0 * tail
     );
 }
 

@@ -10,8 +10,8 @@
 //! | [`Message::Leave`] | `04` |
 //!
 //! A sample is the list of `(peer, age)` arcs the sender gives away in the
-//! shuffle, in the `postcard` format, so that the arcs keep their ages when
-//! they move (as the paper's partial views do). The bytes come from the
+//! shuffle, in the `postcard` format, so that a recipient that keeps ages
+//! ([`crate::spray::AgeRule::Keep`]) can. The bytes come from the
 //! network: [`Message::decode`] checks every length, tag and value and returns
 //! a [`DecodeError`], never panics.
 
@@ -57,7 +57,9 @@ pub enum Message<P> {
         /// The mean of both peers' running means.
         mean_view: f32,
         /// The arcs the sender gives: `(target, age)`, an arc to the
-        /// recipient already replaced by one to the sender.
+        /// recipient already replaced by one to the sender. Empty: the
+        /// sender declines (it has nothing to give, or an exchange of its
+        /// own is pending), and the initiator keeps its sample.
         sample: Vec<(P, u32)>,
     },
     /// The sender leaves the overlay: close your arcs to it, it is no crash.

@@ -36,6 +36,6 @@ mod message;
 mod state;
 mod view;
 
-pub use config::{Config, ConfigError};
+pub use config::{AgeRule, Config, ConfigError};
 pub use message::{DecodeError, MAX_MEAN_VIEW, MAX_MESSAGE, MAX_SAMPLE, Message};
 pub use state::{PROTOCOL, State, Timer};

@@ -10,11 +10,13 @@ use n2n_core::wire::ProtocolId;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{debug, trace, warn};
+use tracing::{debug, warn};
 
-use super::config::Config;
+use super::config::{AgeRule, Config};
 use super::message::Message;
 use super::view::{Mark, PartialView};
+
+mod exchange;
 
 /// The protocol id of Spray's arcs and messages (`ProtocolId::from_name("spray")`).
 pub const PROTOCOL: ProtocolId = ProtocolId::from_name("spray");
@@ -71,17 +73,26 @@ struct PendingExchange<P> {
 ///   its outview is empty (a 1-peer network, or a contact left without arcs) it
 ///   opens one arc back to the newcomer instead, so that a 2-peer network has
 ///   one arc each way and the mean view of N peers is `1 + Σ_{k=3..N} 1/k`.
-/// - **Shuffle**, every Δ: ages grow by one; `q` is the oldest arc; the
+/// - **Shuffle**, once per period Δ, at a random point of each period (two
+///   peers' rounds do not keep the same order, see `arm_shuffle`): ages
+///   grow by one; `q` is the oldest arc; the
 ///   sample is `⌈|P|/2⌉ − 1` other arcs drawn at random plus that arc to `q`.
 ///   The sample is reserved and [`Message::Exchange`] goes to `q`. `q` draws
 ///   `⌈|P_q|/2⌉` arcs, answers, and gives them away at once (`q` answers only
 ///   a peer that holds an arc to it). On the answer, the
-///   initiator gives its sample away. Giving arc `x → s` to partner `y` means
+///   initiator gives its sample away. A partner with nothing to give (every
+///   arc closing or reserved), waiting on an exchange of its own, or still
+///   waiting for the arcs of its last exchange declines with an empty
+///   answer, and the initiator keeps its sample: an exchange never gives
+///   arcs away for nothing, and is sized on whole views (the paper's
+///   exchanges are instant and never overlap). A peer in the same
+///   situation skips its own round. Giving arc `x → s` to partner `y` means
 ///   `Bridge { from: y, to: s }` then `CloseArc { to: s }`; an arc to the
 ///   partner itself becomes an arc from the partner to us (`to: self`). This
 ///   replacement applies to every element of both samples: the published
 ///   pseudo-code replaced the initiator's id in the wrong sample. The arc
-///   total is unchanged; duplicates are kept.
+///   total is unchanged; duplicates are kept. A moved arc arrives new (age
+///   0), or keeps its age with [`AgeRule::Keep`] ([`Config::age_rule`]).
 /// - **Exchange timeout**: the partner is handled as down (below); the
 ///   reserved sample stays ours.
 /// - **Peer down** (`ArcClosed { reason: PeerDown }` for every outgoing arc of
@@ -109,8 +120,11 @@ pub struct State<P, R> {
     connection: ConnectionState,
     leave: LeavePhase,
     shuffle_armed: bool,
-    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age)`.
-    incoming: VecDeque<(P, u32)>,
+    /// The end of the current shuffle period (see `arm_shuffle`).
+    period_end: Option<Instant>,
+    /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age,
+    /// announced at)`, oldest first.
+    incoming: VecDeque<(P, u32, Instant)>,
     round: i64,
     down: Vec<(P, u32)>,
     exchange: Option<PendingExchange<P>>,
@@ -155,6 +169,7 @@ where
             outputs: VecDeque::new(),
             connection: ConnectionState::Disconnected,
             shuffle_armed: false,
+            period_end: None,
             exchange: None,
             next_exchange: 0,
             down: Vec::new(),
@@ -200,6 +215,30 @@ where
     /// The partner and id of the shuffle this peer started and is waiting on.
     pub fn pending_exchange(&self) -> Option<(&P, u64)> {
         self.exchange.as_ref().map(|e| (&e.partner, e.id))
+    }
+
+    /// Arcs that shuffle partners announced and that have not arrived yet
+    /// (forgotten when their bridge fails, or after the shorter of
+    /// [`Config::exchange_timeout`] and half of [`Config::delta`]). With
+    /// [`State::pending_exchange`] and the arcs being closed
+    /// (`outview().len() − view_size()`), it tells whether the peer is in
+    /// the middle of an exchange, its view short of arcs or holding extra.
+    pub fn arcs_expected(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Whether the peer is between exchanges: none pending, no arc being
+    /// closed, none announced and still on its way. Only such a view is
+    /// what the last exchange left.
+    pub fn is_settled(&self) -> bool {
+        self.exchange.is_none()
+            && self.incoming.is_empty()
+            && self.view.size() == self.outview.len()
+    }
+
+    /// Shuffles this peer started so far (answered, declined or not).
+    pub fn exchanges_started(&self) -> u64 {
+        self.next_exchange
     }
 
     /// Whether [`Input::Leave`] was received.
@@ -252,48 +291,6 @@ where
         });
     }
 
-    fn arm_shuffle(&mut self, now: Instant) {
-        if !self.shuffle_armed && self.leave == LeavePhase::Member {
-            self.shuffle_armed = true;
-            let at = now + self.config.delta;
-            self.push(Output::SetTimer {
-                at,
-                timer: Timer::Shuffle,
-            });
-        }
-    }
-
-    /// Moves the running mean an eighth of the way towards the current view
-    /// size: slow enough that the pairwise averaging smooths out the local
-    /// noise (σ ≈ 0.5 arc), fast enough to follow the network's growth.
-    fn mix_mean(&mut self) -> f64 {
-        let size = self.view.size() as f64;
-        let mean = self.mean_view.map_or(size, |m| m + (size - m) / 8.0);
-        self.mean_view = Some(mean);
-        mean
-    }
-
-    /// Draws `k` distinct entries among those marked `Live` (except `skip`)
-    /// into `self.scratch[..k]`; returns how many were drawn.
-    fn sample_live(&mut self, k: usize, skip: Option<usize>) -> usize {
-        self.scratch.clear();
-        self.scratch.extend(
-            self.view
-                .entries()
-                .iter()
-                .enumerate()
-                .filter(|(i, e)| e.mark == Mark::Live && Some(*i) != skip)
-                .map(|(i, _)| i),
-        );
-        let k = k.min(self.scratch.len());
-        for i in 0..k {
-            let j = self.rng.random_range(i..self.scratch.len());
-            self.scratch.swap(i, j);
-        }
-        self.scratch.truncate(k);
-        k
-    }
-
     /// The peer of the `k`-th arc of the partial view (closing arcs excluded).
     fn nth_in_view(&self, k: usize) -> P {
         self.view
@@ -303,56 +300,6 @@ where
             .nth(k)
             .map(|e| e.peer.clone())
             .expect("k < view size")
-    }
-
-    /// The `(target, age)` list of the entries in `self.scratch`, as given to
-    /// `partner`: an arc to the partner becomes an arc to us, of age 0.
-    fn sample_list(&self, partner: &P) -> Vec<(P, u32)> {
-        self.scratch
-            .iter()
-            .map(|&i| {
-                let e = &self.view.entries()[i];
-                if &e.peer == partner {
-                    (self.local.clone(), 0)
-                } else {
-                    (e.peer.clone(), age(self.round, e.born))
-                }
-            })
-            .collect()
-    }
-
-    /// Remembers the ages of arcs a partner announced, until they arrive.
-    fn expect_arcs(&mut self, sample: Vec<(P, u32)>) {
-        for arc in sample {
-            if self.incoming.len() == MAX_INCOMING {
-                self.incoming.pop_front();
-            }
-            self.incoming.push_back(arc);
-        }
-    }
-
-    /// Gives the entries listed in `self.scratch` away to `partner`: bridges
-    /// first, then closes.
-    fn give_sample(&mut self, partner: &P) {
-        let indices = std::mem::take(&mut self.scratch);
-        for &i in &indices {
-            let peer = self.view.entries()[i].peer.clone();
-            let to = if &peer == partner {
-                self.local.clone()
-            } else {
-                peer
-            };
-            self.push(Output::Bridge {
-                from: partner.clone(),
-                to,
-            });
-        }
-        for &i in &indices {
-            self.view.set_mark(i, Mark::Closing);
-            let to = self.view.entries()[i].peer.clone();
-            self.push(Output::CloseArc { to });
-        }
-        self.scratch = indices;
     }
 
     /// Marks every arc to `peer` still in the view as closing and closes it;
@@ -368,12 +315,6 @@ where
             }
         }
         n
-    }
-
-    fn cancel_exchange(&mut self) {
-        if self.exchange.take().is_some() {
-            self.view.remark(Mark::Reserved, Mark::Live);
-        }
     }
 
     /// The peer-down rule, once `occ` arcs to a peer are gone from the view:
@@ -480,10 +421,13 @@ where
             }
             Direction::Outgoing => {
                 self.outview.insert(peer.clone());
-                let born = match self.incoming.iter().position(|(p, _)| *p == peer) {
+                let born = match self.incoming.iter().position(|(p, ..)| *p == peer) {
                     Some(i) => {
-                        let (_, arc_age) = self.incoming.remove(i).expect("found");
-                        self.round - i64::from(arc_age)
+                        let (_, arc_age, _) = self.incoming.remove(i).expect("found");
+                        match self.config.age_rule {
+                            AgeRule::Reset => self.round,
+                            AgeRule::Keep => self.round - i64::from(arc_age),
+                        }
                     }
                     None => self.round,
                 };
@@ -536,6 +480,10 @@ where
     }
 
     fn handle_arc_down(&mut self, peer: P, reason: &str) {
+        // An arc a partner announced will not come.
+        if let Some(i) = self.incoming.iter().position(|(p, ..)| *p == peer) {
+            self.incoming.remove(i);
+        }
         if self.leave != LeavePhase::Member {
             return;
         }
@@ -589,50 +537,6 @@ where
         }
     }
 
-    fn shuffle(&mut self, now: Instant) {
-        self.round += 1;
-        if self.exchange.is_some() {
-            debug!("spray: previous exchange still pending, round skipped");
-            return;
-        }
-        let Some(qi) = self.view.oldest_live() else {
-            return;
-        };
-        let live = self
-            .view
-            .entries()
-            .iter()
-            .filter(|e| e.mark == Mark::Live)
-            .count();
-        let k = live.div_ceil(2) - 1;
-        self.sample_live(k, Some(qi));
-        self.view.set_mark(qi, Mark::Reserved);
-        for n in 0..self.scratch.len() {
-            let i = self.scratch[n];
-            self.view.set_mark(i, Mark::Reserved);
-        }
-        let partner = self.view.entries()[qi].peer.clone();
-        let id = self.next_exchange;
-        self.next_exchange += 1;
-        let mean_view = self.mix_mean() as f32;
-        self.scratch.insert(0, qi);
-        let sample = self.sample_list(&partner);
-        trace!(?partner, id, sample = k + 1, "spray: shuffle");
-        self.send(
-            partner.clone(),
-            Message::Exchange {
-                id,
-                mean_view,
-                sample,
-            },
-        );
-        self.push(Output::SetTimer {
-            at: now + self.config.exchange_timeout,
-            timer: Timer::ExchangeTimeout { id },
-        });
-        self.exchange = Some(PendingExchange { id, partner });
-    }
-
     fn on_message(&mut self, now: Instant, from: P, message: Message<P>) {
         match message {
             Message::Join => self.on_join(now, from),
@@ -640,12 +544,12 @@ where
                 id,
                 mean_view,
                 sample,
-            } => self.on_exchange(from, id, mean_view, sample),
+            } => self.on_exchange(now, from, id, mean_view, sample),
             Message::ExchangeReply {
                 id,
                 mean_view,
                 sample,
-            } => self.on_exchange_reply(from, id, mean_view, sample),
+            } => self.on_exchange_reply(now, from, id, mean_view, sample),
             Message::Leave => self.on_leave(from),
         }
     }
@@ -674,67 +578,6 @@ where
             }
         }
         self.arm_shuffle(now);
-    }
-
-    fn on_exchange(&mut self, from: P, id: u64, their_mean: f32, theirs: Vec<(P, u32)>) {
-        if self.leave != LeavePhase::Member {
-            debug!(?from, "spray: exchange while leaving ignored");
-            return;
-        }
-        if !self.inview.contains(&from) {
-            // The initiator shuffles with the target of one of its arcs, so it
-            // holds an arc to us; otherwise it is no partner of ours.
-            warn!(
-                ?from,
-                "spray: exchange from a peer without an arc to us ignored"
-            );
-            return;
-        }
-        let live = self
-            .view
-            .entries()
-            .iter()
-            .filter(|e| e.mark == Mark::Live)
-            .count();
-        self.sample_live(live.div_ceil(2), None);
-        let mine = self.mix_mean();
-        let mean = (mine + f64::from(their_mean)) / 2.0;
-        self.mean_view = Some(mean);
-        let sample = self.sample_list(&from);
-        self.send(
-            from.clone(),
-            Message::ExchangeReply {
-                id,
-                mean_view: mean as f32,
-                sample,
-            },
-        );
-        self.expect_arcs(theirs);
-        self.give_sample(&from);
-    }
-
-    fn on_exchange_reply(&mut self, from: P, id: u64, mean: f32, theirs: Vec<(P, u32)>) {
-        if !self
-            .exchange
-            .as_ref()
-            .is_some_and(|e| e.id == id && e.partner == from)
-        {
-            debug!(?from, id, "spray: stale exchange reply ignored");
-            return;
-        }
-        self.exchange = None;
-        self.mean_view = Some(f64::from(mean));
-        self.expect_arcs(theirs);
-        self.scratch.clear();
-        self.scratch.extend(
-            self.view
-                .entries()
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.mark == Mark::Reserved)
-                .map(|(i, _)| i),
-        );
-        self.give_sample(&from);
     }
 
     fn on_leave(&mut self, from: P) {

@@ -3,7 +3,7 @@
 //! The outview multiset of `n2n-core` counts arcs; Spray also needs each arc's
 //! age (to pick the oldest neighbour) and to know which arcs are promised away
 //! in a shuffle. An age is stored as the shuffle round the arc was born in, so
-//! ageing every arc costs nothing; an arc that moves in a shuffle keeps its age.
+//! ageing every arc costs nothing.
 
 /// What is happening to an arc occurrence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

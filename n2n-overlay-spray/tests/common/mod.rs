@@ -42,14 +42,14 @@ pub struct Net {
 impl Net {
     /// Peers `ids`, all drawing `word` from their RNG.
     pub fn new(ids: &[u32], word: u64) -> Self {
+        Self::with_config(ids, word, spray::Config::default())
+    }
+
+    /// Peers `ids` with settings `config`, all drawing `word`.
+    pub fn with_config(ids: &[u32], word: u64, config: spray::Config) -> Self {
         let peers = ids
             .iter()
-            .map(|&id| {
-                (
-                    id,
-                    spray::State::new(id, spray::Config::default(), ConstRng(word)),
-                )
-            })
+            .map(|&id| (id, spray::State::new(id, config.clone(), ConstRng(word))))
             .collect();
         Self {
             now: Instant::now(),
