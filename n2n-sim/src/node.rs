@@ -1,7 +1,8 @@
 //! The node runtime: one whole n2n node per simulated peer.
 //!
 //! Where the idealised runtime ([`crate::Sim`]) honours the node's contract
-//! in its own code, this one hosts a real [`NodeCore`] per peer — the
+//! in its own code, this one hosts a real
+//! [`NodeCore`](n2n_core::node::core::NodeCore) per peer — the
 //! connection table with keepalive, idle timeout and linger, handshake
 //! sessions with glare, the arc views with their limits, the bridge machine
 //! and Spray — on [`n2n_core::harness::Network`]: simulated connections, a

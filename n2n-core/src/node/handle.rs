@@ -359,7 +359,7 @@ impl Node {
     }
 
     /// The next event; `None` once the node stopped. Keep draining events: the node
-    /// waits when [`Config::event_capacity`] events are pending.
+    /// waits when [`Config::event_capacity`](super::Config::event_capacity) events are pending.
     ///
     /// # Cancel safety
     /// Cancel safe.
