@@ -9,9 +9,10 @@ use n2n_core::harness::Network;
 use n2n_core::node::Config;
 use n2n_core::signal::Role;
 
-#[test]
-fn max_peers_holds_with_dials_in_flight() {
-    let mut net = Network::new(1);
+/// Node `x` with `max_peers = 1` and two handshakes in flight at once, its
+/// own dials (`incoming == false`) or the others' dials to it.
+fn two_dials_at_once(seed: u64, incoming: bool) {
+    let mut net = Network::new(seed);
     let x = h::add(
         &mut net,
         1,
@@ -20,33 +21,24 @@ fn max_peers_holds_with_dials_in_flight() {
             ..test_config()
         },
     );
-    let b = h::add(&mut net, 2, test_config());
-    let c = h::add(&mut net, 3, test_config());
-    net.connect(x, b, Some(common::O));
-    net.connect(x, c, Some(common::O));
+    for seed in [2, 3] {
+        let other = h::add(&mut net, seed, test_config());
+        let (a, b) = if incoming { (other, x) } else { (x, other) };
+        net.connect(a, b, Some(common::O));
+    }
     net.drive();
     assert_eq!(h::snap(&net, x).neighbours.len(), 1);
     h::assert_consistent(&net);
 }
 
 #[test]
+fn max_peers_holds_with_dials_in_flight() {
+    two_dials_at_once(1, false);
+}
+
+#[test]
 fn max_peers_holds_with_incoming_dials_in_flight() {
-    let mut net = Network::new(2);
-    let x = h::add(
-        &mut net,
-        1,
-        Config {
-            max_peers: 1,
-            ..test_config()
-        },
-    );
-    let b = h::add(&mut net, 2, test_config());
-    let c = h::add(&mut net, 3, test_config());
-    net.connect(b, x, Some(common::O));
-    net.connect(c, x, Some(common::O));
-    net.drive();
-    assert_eq!(h::snap(&net, x).neighbours.len(), 1);
-    h::assert_consistent(&net);
+    two_dials_at_once(2, true);
 }
 
 #[test]

@@ -22,13 +22,7 @@ impl NodeCore {
         overlay: ProtocolId,
         peer: PeerId,
     ) -> Result<(), ArcError> {
-        self.now = now;
-        if self.shutting_down {
-            return Err(ArcError::Shutdown);
-        }
-        let result = self.add_arc(overlay, peer);
-        self.settle();
-        result
+        self.arc_command(now, |core| core.add_arc(overlay, peer))
     }
 
     /// Closes one arc in `overlay` to `peer` and tells it (`ArcClose`). The
@@ -42,13 +36,7 @@ impl NodeCore {
         overlay: ProtocolId,
         peer: PeerId,
     ) -> Result<(), ArcError> {
-        self.now = now;
-        if self.shutting_down {
-            return Err(ArcError::Shutdown);
-        }
-        let result = self.remove_arc(overlay, peer);
-        self.settle();
-        result
+        self.arc_command(now, |core| core.remove_arc(overlay, peer))
     }
 
     /// Hands `contact`, a connected neighbour, to `overlay` as its way into the
@@ -64,19 +52,30 @@ impl NodeCore {
         overlay: ProtocolId,
         contact: PeerId,
     ) -> Result<(), ArcError> {
+        self.arc_command(now, |core| {
+            if !core.peers.contains_key(&contact) {
+                Err(ArcError::NotConnected(contact))
+            } else if let Some(idx) = core.overlay_index(overlay) {
+                core.overlay_inputs
+                    .push_back((idx, Input::Join { contact }));
+                Ok(())
+            } else {
+                core.add_arc(overlay, contact)
+            }
+        })
+    }
+
+    /// Runs an arc command at `now` (refused once shut down), then settles.
+    fn arc_command(
+        &mut self,
+        now: Instant,
+        command: impl FnOnce(&mut Self) -> Result<(), ArcError>,
+    ) -> Result<(), ArcError> {
         self.now = now;
         if self.shutting_down {
             return Err(ArcError::Shutdown);
         }
-        let result = if !self.peers.contains_key(&contact) {
-            Err(ArcError::NotConnected(contact))
-        } else if let Some(idx) = self.overlay_index(overlay) {
-            self.overlay_inputs
-                .push_back((idx, Input::Join { contact }));
-            Ok(())
-        } else {
-            self.add_arc(overlay, contact)
-        };
+        let result = command(self);
         self.settle();
         result
     }
