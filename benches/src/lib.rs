@@ -12,7 +12,7 @@ pub mod bare;
 pub mod n2n;
 
 /// Bound on every wait in the benches (a set-up, a message, a transfer).
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(45);
 
 /// Whether the bench binary runs under `cargo bench` (criterion gets
 /// `--bench`), as opposed to the quick single pass of `cargo test`, where

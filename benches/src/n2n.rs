@@ -29,8 +29,17 @@ pub fn key(seed: u64) -> Keypair {
 /// # Panics
 /// If the transport cannot be built.
 pub fn webrtc() -> Arc<dyn Transport> {
-    Arc::new(WebRtcTransport::new(n2n_transport_webrtc::Config::default()).expect("webrtc"))
+    let config = n2n_transport_webrtc::Config {
+        handshake_timeout: SET_UP_TIMEOUT,
+        ..n2n_transport_webrtc::Config::default()
+    };
+    Arc::new(WebRtcTransport::new(config).expect("webrtc"))
 }
+
+/// Handshake timeout of the benches' nodes and transports: set-ups are not
+/// what most benches time, and a debug build of the benches (the test run of
+/// CI) on a busy machine can take longer than the 10 s default.
+pub const SET_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A node of key `seed` on `transport`, running [`OVERLAY`] and [`APP`].
 ///
@@ -40,6 +49,7 @@ pub fn node(seed: u64, transport: Arc<dyn Transport>) -> Node {
     Builder::new(key(seed))
         .config(Config {
             seed: Some(seed),
+            handshake_timeout: SET_UP_TIMEOUT,
             ..Config::default()
         })
         .transport(transport)
