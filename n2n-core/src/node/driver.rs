@@ -118,7 +118,6 @@ enum Pending {
 
 pub(super) struct Driver {
     core: NodeCore,
-    config: super::Config,
     transport: Arc<dyn Transport>,
     links: BTreeMap<ConnectionId, Link>,
     handshakes: BTreeMap<SessionId, Handshake>,
@@ -143,7 +142,6 @@ impl Driver {
     ) -> Self {
         let (reports_tx, reports_rx) = mpsc::channel(INTERNAL_CAPACITY);
         Self {
-            config: core.config().clone(),
             core,
             transport,
             links: BTreeMap::new(),
@@ -435,8 +433,9 @@ impl Driver {
 
     fn add_link(&mut self, id: ConnectionId, conn: Box<dyn Connection>) {
         let conn: Arc<dyn Connection> = Arc::from(conn);
-        let (control_tx, mut control_rx) = mpsc::channel::<WriterCmd>(self.config.control_queue);
-        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(self.config.data_queue);
+        let config = self.core.config();
+        let (control_tx, mut control_rx) = mpsc::channel::<WriterCmd>(config.control_queue);
+        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(config.data_queue);
         let reader = {
             let conn = conn.clone();
             let tx = self.reports_tx.clone();
