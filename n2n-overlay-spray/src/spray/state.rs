@@ -4,19 +4,21 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Instant;
 
-use n2n_core::arc::{Direction, Inview, Outview};
-use n2n_core::overlay::{ArcCloseReason, ConnectionState, Input, Output, Overlay};
+use n2n_core::arc::{Inview, Outview};
+use n2n_core::overlay::{ConnectionState, Input, Output, Overlay};
 use n2n_core::wire::ProtocolId;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
-use super::config::{AgeRule, Config};
+use super::config::Config;
 use super::message::Message;
 use super::view::{Mark, PartialView};
 
+mod arcs;
 mod exchange;
+mod membership;
 
 /// The protocol id of Spray's arcs and messages (`ProtocolId::from_name("spray")`).
 pub const PROTOCOL: ProtocolId = ProtocolId::from_name("spray");
@@ -302,209 +304,7 @@ where
             .expect("k < view size")
     }
 
-    /// Marks every arc to `peer` still in the view as closing and closes it;
-    /// returns how many there were.
-    fn close_all(&mut self, peer: &P) -> u32 {
-        let mut n = 0;
-        for i in 0..self.view.entries().len() {
-            let e = &self.view.entries()[i];
-            if &e.peer == peer && e.mark != Mark::Closing {
-                self.view.set_mark(i, Mark::Closing);
-                self.push(Output::CloseArc { to: peer.clone() });
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// The peer-down rule, once `occ` arcs to a peer are gone from the view:
-    /// `occ` times, with probability `1 − 1/(|P| + occ)`, duplicate a random arc
-    /// (arcs duplicated in this loop count in P).
-    fn duplicate_after_down(&mut self, occ: u32) {
-        let occ = occ as usize;
-        let base = self.view.size();
-        let mut added: Vec<P> = Vec::new();
-        for _ in 0..occ {
-            let size = base + added.len();
-            if size == 0 {
-                break;
-            }
-            let keep = 1.0 / (size + occ) as f64;
-            if self.rng.random::<f64>() > keep {
-                let k = self.rng.random_range(0..size);
-                let peer = if k < base {
-                    self.nth_in_view(k)
-                } else {
-                    added[k - base].clone()
-                };
-                added.push(peer.clone());
-                self.push(Output::OpenArc { to: peer });
-            }
-        }
-        debug!(occ, duplicated = added.len(), "spray: peer down handled");
-    }
-
     // ----- inputs -----
-
-    fn handle_join(&mut self, now: Instant, contact: P) {
-        if contact == self.local {
-            warn!("spray: join through ourselves ignored");
-            return;
-        }
-        match self.leave {
-            LeavePhase::Lingering => {
-                warn!("spray: join while leaving ignored");
-                return;
-            }
-            LeavePhase::Left => self.leave = LeavePhase::Member,
-            LeavePhase::Member => {}
-        }
-        if self.connection == ConnectionState::Connected {
-            warn!(?contact, "spray: already connected, join ignored");
-            return;
-        }
-        debug!(?contact, "spray: joining");
-        self.push(Output::OpenArc {
-            to: contact.clone(),
-        });
-        self.send(contact, Message::Join);
-        self.arm_shuffle(now);
-    }
-
-    fn handle_leave(&mut self, now: Instant) {
-        if self.leave != LeavePhase::Member {
-            return;
-        }
-        self.leave = LeavePhase::Lingering;
-        self.cancel_exchange();
-        let mut outs: Vec<P> = self
-            .view
-            .entries()
-            .iter()
-            .filter(|e| e.mark != Mark::Closing)
-            .map(|e| e.peer.clone())
-            .collect();
-        for i in (1..outs.len()).rev() {
-            let j = self.rng.random_range(0..=i);
-            outs.swap(i, j);
-        }
-        outs.pop();
-        for to in outs {
-            let eligible = self.inview.len() - self.inview.count(&to) as usize;
-            if eligible == 0 {
-                continue;
-            }
-            let k = self.rng.random_range(0..eligible);
-            let from = self
-                .inview
-                .occurrences()
-                .filter(|p| **p != to)
-                .nth(k)
-                .cloned()
-                .expect("k < eligible occurrences");
-            self.push(Output::Bridge { from, to });
-        }
-        let inview: Vec<P> = self.inview.peers().cloned().collect();
-        for to in inview {
-            self.send(to, Message::Leave);
-        }
-        self.push(Output::SetTimer {
-            at: now + self.config.leave_linger,
-            timer: Timer::Leave,
-        });
-    }
-
-    fn handle_arc_opened(&mut self, now: Instant, peer: P, direction: Direction) {
-        match direction {
-            Direction::Incoming => {
-                self.inview.insert(peer);
-            }
-            Direction::Outgoing => {
-                self.outview.insert(peer.clone());
-                let born = match self.incoming.iter().position(|(p, ..)| *p == peer) {
-                    Some(i) => {
-                        let (_, arc_age, _) = self.incoming.remove(i).expect("found");
-                        match self.config.age_rule {
-                            AgeRule::Reset => self.round,
-                            AgeRule::Keep => self.round - i64::from(arc_age),
-                        }
-                    }
-                    None => self.round,
-                };
-                self.view.push(peer.clone(), born);
-                if self.leave == LeavePhase::Left {
-                    let i = self.view.entries().len() - 1;
-                    self.view.set_mark(i, Mark::Closing);
-                    self.push(Output::CloseArc { to: peer });
-                }
-            }
-        }
-        self.arm_shuffle(now);
-    }
-
-    fn handle_arc_closed(&mut self, peer: P, direction: Direction, reason: ArcCloseReason) {
-        if direction == Direction::Incoming {
-            if !self.inview.remove(&peer) {
-                warn!(
-                    ?peer,
-                    "spray: incoming arc closed that the inview did not hold"
-                );
-            }
-            return;
-        }
-        let Some(mark) = self.view.remove_one(&peer) else {
-            warn!(
-                ?peer,
-                "spray: outgoing arc closed that the view did not hold"
-            );
-            return;
-        };
-        self.outview.remove(&peer);
-        if matches!(reason, ArcCloseReason::PeerDown(_)) && mark != Mark::Closing {
-            if self.exchange.as_ref().is_some_and(|e| e.partner == peer) {
-                self.cancel_exchange();
-            }
-            match self.down.iter_mut().find(|(p, _)| *p == peer) {
-                Some((_, n)) => *n += 1,
-                None => self.down.push((peer.clone(), 1)),
-            }
-        }
-        if !self.view.contains(&peer)
-            && let Some(i) = self.down.iter().position(|(p, _)| *p == peer)
-        {
-            let (_, occ) = self.down.swap_remove(i);
-            if self.leave == LeavePhase::Member {
-                self.duplicate_after_down(occ);
-            }
-        }
-    }
-
-    fn handle_arc_down(&mut self, peer: P, reason: &str) {
-        // An arc a partner announced will not come.
-        if let Some(i) = self.incoming.iter().position(|(p, ..)| *p == peer) {
-            self.incoming.remove(i);
-        }
-        if self.leave != LeavePhase::Member {
-            return;
-        }
-        let size = self.view.size();
-        if size == 0 {
-            // Nothing to duplicate: the arc would be lost and this peer left
-            // without a partial view. A peer of the inview is connected to us
-            // already (one connection carries both directions), so an arc to
-            // it costs no handshake and keeps the arc total.
-            let back = self.inview.pick_peer(&mut self.rng).cloned();
-            debug!(?peer, reason, back = ?back, "spray: arc down with an empty view");
-            if let Some(to) = back {
-                self.push(Output::OpenArc { to });
-            }
-            return;
-        }
-        let k = self.rng.random_range(0..size);
-        let to = self.nth_in_view(k);
-        debug!(?peer, reason, duplicate = ?to, "spray: arc down");
-        self.push(Output::OpenArc { to });
-    }
 
     fn handle_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
@@ -552,40 +352,6 @@ where
             } => self.on_exchange_reply(now, from, id, mean_view, sample),
             Message::Leave => self.on_leave(from),
         }
-    }
-
-    fn on_join(&mut self, now: Instant, newcomer: P) {
-        if self.leave != LeavePhase::Member || newcomer == self.local {
-            debug!(?newcomer, "spray: join ignored");
-            return;
-        }
-        let targets: Vec<P> = self
-            .view
-            .entries()
-            .iter()
-            .filter(|e| e.mark != Mark::Closing && e.peer != newcomer)
-            .map(|e| e.peer.clone())
-            .collect();
-        debug!(?newcomer, arcs = targets.len(), "spray: newcomer");
-        if targets.is_empty() {
-            self.push(Output::OpenArc { to: newcomer });
-        } else {
-            for from in targets {
-                self.push(Output::Bridge {
-                    from,
-                    to: newcomer.clone(),
-                });
-            }
-        }
-        self.arm_shuffle(now);
-    }
-
-    fn on_leave(&mut self, from: P) {
-        if self.exchange.as_ref().is_some_and(|e| e.partner == from) {
-            self.cancel_exchange();
-        }
-        let n = self.close_all(&from);
-        debug!(peer = ?from, arcs = n, "spray: neighbour leaves");
     }
 
     fn update_connection(&mut self) {
