@@ -109,6 +109,8 @@ pub struct Rounds<O: Overlay<u32>> {
     period: u64,
     base: Instant,
     now: u64,
+    /// `base + now`, kept with `now` (every input needs it).
+    now_at: Instant,
     states: Vec<O>,
     alive_bits: Vec<u64>,
     alive: Vec<u32>,
@@ -161,12 +163,14 @@ where
         turn: O::Timer,
         factory: impl FnMut(u32, u64) -> O + 'static,
     ) -> Self {
+        let base = Instant::now();
         Self {
             factory: Box::new(factory),
             turn,
             period: micros(period).max(1),
-            base: Instant::now(),
+            base,
             now: 0,
+            now_at: base,
             states: Vec::new(),
             alive_bits: Vec::new(),
             alive: Vec::new(),
@@ -354,17 +358,25 @@ where
             match due_at {
                 Some(at) if at <= turn_at => {
                     let e = self.calendar.pop_until(at).expect("due");
-                    self.now = self.now.max(e.at);
+                    self.set_now(e.at);
                     self.run_due(e.event);
                 }
                 _ if turn_at <= until => {
-                    self.now = self.now.max(turn_at);
+                    self.set_now(turn_at);
                     self.take_turn();
                 }
                 _ => break,
             }
         }
-        self.now = self.now.max(until);
+        self.set_now(until);
+    }
+
+    /// Moves the clock forward to `t` (never back).
+    fn set_now(&mut self, t: u64) {
+        if t > self.now {
+            self.now = t;
+            self.now_at = self.base + Duration::from_micros(t);
+        }
     }
 
     /// Clears the bits of the join connections over before now (a peer that
@@ -560,7 +572,7 @@ where
             return;
         }
         self.counters.inputs += 1;
-        let now = self.base + Duration::from_micros(self.now);
+        let now = self.now_at;
         let overlay = &mut self.states[peer as usize];
         overlay.handle(now, input);
         let mut buf = std::mem::take(&mut self.outbuf);
