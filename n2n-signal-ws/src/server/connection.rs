@@ -227,8 +227,9 @@ pub(super) async fn serve(
     let mut errors = 0u32;
     let mut last_heard = tokio::time::Instant::now();
     loop {
+        // Unbiased: neither a flood to this client nor one from it starves
+        // the other direction.
         let frame = tokio::select! {
-            biased;
             _ = shutdown.changed() => {
                 return close(&mut ws, &shared, ErrorCode::ShuttingDown, CloseCode::Away, "the server is shutting down").await;
             }

@@ -117,7 +117,7 @@ pub(super) fn render(shared: &Shared) -> String {
     counter(&mut out, "n2n_signal_joins_total", "Joins.", get(&m.joins));
     let _ = writeln!(
         out,
-        "# HELP n2n_signal_refusals_total Frames and joins refused, by error code.\n\
+        "# HELP n2n_signal_refusals_total Error frames sent, by code: refused frames and joins, and reasons of closes.\n\
          # TYPE n2n_signal_refusals_total counter"
     );
     for (code, c) in ErrorCode::ALL.iter().zip(&m.refusals) {
