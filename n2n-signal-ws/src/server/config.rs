@@ -12,17 +12,21 @@ use serde::{Deserialize, Serialize};
 /// transport name escaped six times over included).
 pub const MIN_MAX_FRAME: usize = 2 * n2n_core::signal::MAX_SIGNAL_PAYLOAD + 4 * 1024;
 
+/// Longest timeout accepted: a day (longer ones would overflow deadlines).
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Settings of a server. In a TOML file they form the `[server]` section;
 /// durations are in milliseconds there.
 ///
 /// A *source* is the client's IP address: an IPv4 address, or the /64 prefix
 /// of an IPv6 address (one host usually holds a whole /64).
 ///
-/// Memory: a connection holds at most a read buffer of `max_frame`, a write
-/// buffer of `max_frame` + 1 KiB and, once joined, a queue of
-/// `client_queue_bytes`; the queues together hold at most `max_queued_bytes`.
-/// The worst case is about `(max_pending + max_clients) × (2 × max_frame +
-/// 16 KiB) + max_queued_bytes`: size `max_clients` to the machine.
+/// Memory: a connection holds at most about `2 × max_frame` of read buffers
+/// (a fragmented message and the frame being read), a write buffer of
+/// `max_frame` + 1 KiB and, once joined, a queue of `client_queue_bytes`; the
+/// queues together hold at most `max_queued_bytes`. The worst case is about
+/// `(max_pending + max_clients) × 3 × max_frame + max_queued_bytes`: size
+/// `max_clients` to the machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -63,7 +67,7 @@ pub struct Config {
     #[serde(rename = "idle_timeout_ms", with = "millis")]
     pub idle_timeout: Duration,
     /// Time from the TCP connection to the welcome: WebSocket upgrade and
-    /// hello together (default 10 s).
+    /// hello together (default 10 s). Both timeouts are at most a day.
     #[serde(rename = "handshake_timeout_ms", with = "millis")]
     pub handshake_timeout: Duration,
     /// Frames waiting to be written to one client at most (default 256).
@@ -153,7 +157,7 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the first setting that cannot work: a zero
     /// limit, a `max_frame` below [`MIN_MAX_FRAME`], a client queue that cannot
-    /// hold one frame, a zero timeout.
+    /// hold one frame, a timeout of zero or over a day.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, message: String| Err(ConfigError { field, message });
         if self.max_frame < MIN_MAX_FRAME {
@@ -180,7 +184,7 @@ impl Config {
                 ),
             );
         }
-        let positive: [(&'static str, u64); 14] = [
+        let positive: [(&'static str, u64); 13] = [
             ("signals_per_second", self.signals_per_second.into()),
             ("signal_burst", self.signal_burst.into()),
             ("max_room_clients", self.max_room_clients as u64),
@@ -203,13 +207,20 @@ impl Config {
             ),
             ("join_burst_per_room", self.join_burst_per_room.into()),
             ("client_queue", self.client_queue as u64),
-            ("idle_timeout_ms", self.idle_timeout.as_millis() as u64),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return err(field, "must be greater than 0".into());
         }
-        if self.handshake_timeout.is_zero() {
-            return err("handshake_timeout_ms", "must be greater than 0".into());
+        for (field, d) in [
+            ("idle_timeout_ms", self.idle_timeout),
+            ("handshake_timeout_ms", self.handshake_timeout),
+        ] {
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return err(
+                    field,
+                    format!("{} ms is outside 1 ms to one day", d.as_millis()),
+                );
+            }
         }
         if self.max_pending_per_source > self.max_connections_per_source {
             return err(
@@ -263,6 +274,13 @@ mod tests {
                 ..d()
             }),
             "idle_timeout_ms"
+        );
+        assert_eq!(
+            bad(Config {
+                handshake_timeout: Duration::from_millis(u64::MAX),
+                ..d()
+            }),
+            "handshake_timeout_ms"
         );
         assert_eq!(
             bad(Config {
