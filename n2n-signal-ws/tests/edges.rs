@@ -207,6 +207,91 @@ async fn refusals_that_are_not_the_clients_fault_do_not_cut_it() {
 }
 
 #[tokio::test]
+async fn the_clients_own_faults_still_use_up_its_error_budget() {
+    let server = Server::bind(config()).await.unwrap();
+    let k = key(12);
+    let (mut ws, _) = raw_join(&server.url(), &k, "r").await;
+    let budget = ServerConfig::default().max_errors;
+    for _ in 0..budget {
+        ws.send(WsMessage::text("{}")).await.unwrap();
+        assert!(matches!(
+            recv_json(&mut ws).await,
+            Some(ServerMessage::Error {
+                code: ErrorCode::BadFrame,
+                ..
+            })
+        ));
+    }
+    ws.send(WsMessage::text("{}")).await.unwrap();
+    let (code, reason) = close_frame(&mut ws).await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (CloseCode::Policy, "bad_frame"));
+}
+
+#[tokio::test]
+async fn joins_into_one_room_are_rate_limited_across_sources() {
+    let server = Server::bind(ServerConfig {
+        limit_loopback: true,
+        join_burst_per_room: 3,
+        joins_per_second_per_room: 1,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut answers = Vec::new();
+    let mut sockets = Vec::new();
+    for i in 0..5u8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 2, i + 1], 0).into()).unwrap();
+        let tcp = socket.connect(server.local_addr()).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(
+            server.url(),
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        )
+        .await
+        .unwrap();
+        let Some(ServerMessage::Challenge { nonce, .. }) = recv_json(&mut ws).await else {
+            panic!("challenge expected")
+        };
+        let mut n = [0u8; 32];
+        hex::decode_to_slice(&nonce, &mut n).unwrap();
+        let k = key(60 + u64::from(i));
+        send_json(
+            &mut ws,
+            &ClientMessage::Hello {
+                peer: k.peer_id(),
+                room: "r".into(),
+                signature: hex::encode(k.sign(&challenge_bytes(&n, "r"))),
+            },
+        )
+        .await;
+        answers.push(recv_json(&mut ws).await);
+        sockets.push(ws);
+    }
+    let welcomes = answers
+        .iter()
+        .filter(|a| matches!(a, Some(ServerMessage::Welcome { .. })))
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Some(ServerMessage::Error {
+                    code: ErrorCode::JoinRateLimited,
+                    ..
+                })
+            )
+        })
+        .count();
+    // Five sources, one room: the room's burst of 3 (and maybe one refill).
+    assert!((3..=4).contains(&welcomes), "{answers:?}");
+    assert_eq!(welcomes + limited, 5, "{answers:?}");
+    // Another room is not affected.
+    let (_ws, welcome) = raw_join(&server.url(), &key(70), "other").await;
+    assert!(matches!(welcome, Some(ServerMessage::Welcome { .. })));
+}
+
+#[tokio::test]
 async fn the_largest_signal_n2n_core_allows_is_relayed_with_the_default_limits() {
     let server = Server::bind(config()).await.unwrap();
     let (ka, kb) = (key(20), key(21));
