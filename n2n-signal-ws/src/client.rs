@@ -362,7 +362,9 @@ async fn run(
         .keepalive
         .clamp(Duration::from_millis(10), MAX_DURATION);
     let silence = keepalive.saturating_mul(3);
-    let mut dropped = 0u64;
+    // Counters of what a server may send without limit; logged on powers of
+    // two so that it cannot flood our logs.
+    let (mut dropped, mut notes) = (0u64, 0u64);
     loop {
         // Serve the connection until it drops.
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
@@ -399,7 +401,6 @@ async fn run(
                         let weak = check_key(&signal.signal.from).is_err();
                         if weak || incoming.try_send(signal).is_err() {
                             dropped += 1;
-                            // Powers of two: a server cannot flood our logs.
                             if dropped.is_power_of_two() {
                                 warn!(dropped, weak, "incoming signal dropped (queue full or weak author key)");
                             }
@@ -407,12 +408,18 @@ async fn run(
                     }
                     Ok(Some(ServerMessage::Error { code, message })) => {
                         last_heard = tokio::time::Instant::now();
-                        debug!(%code, %message, "the signaling server refused a frame");
+                        notes += 1;
+                        if notes.is_power_of_two() {
+                            debug!(%code, %message, notes, "the signaling server refused a frame");
+                        }
                         *last_error.lock().expect("error lock") = Some((code, message));
                     }
                     Ok(Some(other)) => {
                         last_heard = tokio::time::Instant::now();
-                        debug!(?other, "unexpected server message ignored");
+                        notes += 1;
+                        if notes.is_power_of_two() {
+                            debug!(?other, notes, "unexpected server message ignored");
+                        }
                     }
                     Err(SignalingError::Refused(reason)) => {
                         warn!(%reason, "signaling server closed the connection");

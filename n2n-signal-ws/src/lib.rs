@@ -62,6 +62,8 @@
 //!
 //! ```sh
 //! cargo run --release -p n2n-signal-ws --bin n2n-signal -- --listen 127.0.0.1:7000
+//! # with Prometheus counters at http://127.0.0.1:9100/metrics (keep it private)
+//! cargo run --release -p n2n-signal-ws --bin n2n-signal -- --listen 0.0.0.0:7000 --metrics 127.0.0.1:9100
 //! ```
 //!
 //! # Plugin
