@@ -278,6 +278,33 @@ async fn a_reader_over_its_byte_budget_is_closed_as_slow() {
         }
     }
     assert!(busy, "the sender learns that the recipient cannot keep up");
+    // More than the error budget of `recipient_busy` / `unknown_peer`: not the
+    // sender's fault, so it stays connected (150 + 30 signals: within its rate).
+    let small = serde_json::to_string(&ClientMessage::Signal {
+        signal: signal(&ks, kr.peer_id(), b"more"),
+    })
+    .unwrap();
+    for _ in 0..30 {
+        sender.send(WsMessage::text(small.clone())).await.unwrap();
+    }
+    let kc = key(32);
+    let c = WsSignaling::connect(&server.url(), "r", &kc, ClientConfig::default())
+        .await
+        .unwrap();
+    sender
+        .send(WsMessage::text(
+            serde_json::to_string(&ClientMessage::Signal {
+                signal: signal(&ks, kc.peer_id(), b"to c"),
+            })
+            .unwrap(),
+        ))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), c.recv())
+        .await
+        .expect("the sender still relays")
+        .unwrap();
+    assert_eq!(got.signal.payload, b"to c");
     let (_, reason) = close_frame(&mut reader).await.expect("a close frame");
     assert_eq!(reason, "slow_reader");
     assert!(
