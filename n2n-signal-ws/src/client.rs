@@ -268,13 +268,39 @@ async fn dial(
         .map_err(|_| SignalingError::Timeout)?
 }
 
+/// Dials; a join refused with `join_rate_limited` (an address shared by many
+/// clients, say) is tried again with backoff, for one `connect_timeout` at most.
+async fn dial_patiently(
+    url: &str,
+    room: &str,
+    keypair: &Keypair,
+    config: &ClientConfig,
+) -> Result<Joined, SignalingError> {
+    let give_up = tokio::time::Instant::now() + config.connect_timeout;
+    let mut delay = config.backoff_min;
+    loop {
+        match dial(url, room, keypair, config).await {
+            Err(SignalingError::Refused(reason))
+                if reason.starts_with(ErrorCode::JoinRateLimited.as_str())
+                    && tokio::time::Instant::now() + delay < give_up =>
+            {
+                debug!(%reason, ?delay, "join rate-limited; trying again");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(config.backoff_max);
+            }
+            other => return other,
+        }
+    }
+}
+
 impl WsSignaling {
     /// Connects to the server at `url` (`ws://host:port`), proves ownership of
     /// `keypair`'s peer id, and joins `room`.
     ///
     /// # Errors
     /// [`SignalingError::Unreachable`] if the server cannot be reached,
-    /// [`SignalingError::Refused`] if it refuses (full, bad authentication),
+    /// [`SignalingError::Refused`] if it refuses (full, bad authentication;
+    /// `join_rate_limited` is tried again for one `connect_timeout`),
     /// [`SignalingError::Timeout`] after [`ClientConfig::connect_timeout`],
     /// [`SignalingError::Other`] for settings that cannot work
     /// ([`ClientConfig::validate`]).
@@ -287,7 +313,7 @@ impl WsSignaling {
         config
             .validate()
             .map_err(|e| SignalingError::Other(e.to_string()))?;
-        let joined = dial(url, room, keypair, &config).await?;
+        let joined = dial_patiently(url, room, keypair, &config).await?;
         info!(%url, %room, contact = ?joined.contact.map(|c| c.short()), "joined signaling room");
         let (out_tx, out_rx) = mpsc::channel(config.queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(config.queue.max(1));

@@ -213,3 +213,32 @@ async fn joins_into_one_room_are_rate_limited_across_sources() {
     let (_ws, welcome) = join_from([127, 0, 2, 9], &server, &key(70), "other").await;
     assert!(matches!(welcome, Some(ServerMessage::Welcome { .. })));
 }
+
+#[tokio::test]
+async fn the_ws_client_waits_out_a_join_rate_limit_within_its_connect_timeout() {
+    use n2n_signal_ws::{ClientConfig, WsSignaling};
+    let server = Server::bind(ServerConfig {
+        join_burst_per_source: 1,
+        joins_per_second_per_source: 4,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let config = ClientConfig {
+        connect_timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    let _a = WsSignaling::connect(&server.url(), "r", &key(80), config.clone())
+        .await
+        .unwrap();
+    // Same source, at once: refused with `join_rate_limited`, tried again.
+    let b = WsSignaling::connect(&server.url(), "r", &key(81), config)
+        .await
+        .expect("the second join gets through after a short wait");
+    assert_eq!(b.contact(), Some(key(80).peer_id()));
+    assert!(
+        !server
+            .metrics()
+            .contains("n2n_signal_refusals_total{code=\"join_rate_limited\"} 0")
+    );
+}

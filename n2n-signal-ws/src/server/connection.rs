@@ -16,6 +16,7 @@ use rand::{Rng, RngCore};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
@@ -497,7 +498,7 @@ fn relay(shared: &Shared, room: &str, signal: SignedSignal) -> Option<Fault> {
 /// A frame from a client.
 enum Incoming {
     /// A text frame: a protocol message.
-    Text(String),
+    Text(Utf8Bytes),
     /// A ping or pong: the client is alive (the library answers pings).
     Alive,
     /// The client sent a close frame.
@@ -513,7 +514,7 @@ async fn next_frame(ws: &mut Ws) -> Result<Option<Incoming>, Fault> {
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     match ws.next().await {
         None => Ok(None),
-        Some(Ok(WsMessage::Text(t))) => Ok(Some(Incoming::Text(t.to_string()))),
+        Some(Ok(WsMessage::Text(t))) => Ok(Some(Incoming::Text(t))),
         Some(Ok(WsMessage::Binary(_))) => Err(Fault::refusal(
             ErrorCode::BadFrame,
             "binary frames are not part of the protocol",
