@@ -367,14 +367,16 @@ async fn handshake(
                 ));
             }
             let mut sig = [0u8; 64];
-            let valid = hex::decode_to_slice(&signature, &mut sig).is_ok()
-                && verify_strict(&peer, &challenge_bytes(&nonce, &room), &sig).is_ok();
-            if !valid {
+            if hex::decode_to_slice(&signature, &mut sig).is_err() {
                 return Err(bad(
                     ErrorCode::AuthenticationFailed,
-                    "the hello signature does not prove ownership of this peer id \
-                     (or the key is weak)"
-                        .into(),
+                    "the hello signature is not 128 hex digits".into(),
+                ));
+            }
+            if let Err(e) = verify_strict(&peer, &challenge_bytes(&nonce, &room), &sig) {
+                return Err(bad(
+                    ErrorCode::AuthenticationFailed,
+                    format!("the hello does not prove ownership of this peer id: {e}"),
                 ));
             }
             Ok(Some((peer, room)))
