@@ -31,7 +31,7 @@ const VIEW_OFFSET: f64 = 0.577_215_664_901_532_9 - 0.5;
 const MAX_INCOMING: usize = 256;
 
 /// Output queue capacity kept once drained.
-const KEEP_OUTPUTS: usize = 16;
+const KEEP_OUTPUTS: usize = 8;
 
 /// Spray's timers, handed back in `Input::Timer` when they fire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
