@@ -66,6 +66,12 @@
 //! cargo run --release -p n2n-signal-ws --bin n2n-signal -- --listen 0.0.0.0:7000 --metrics 127.0.0.1:9100
 //! ```
 //!
+//! # Features
+//!
+//! `native` (default): the server, the tokio client and the plugin. Without
+//! it the crate is only [`protocol`], the frames of the join protocol, which
+//! the browser client of `n2n-web` (wasm32) uses as they are.
+//!
 //! # Plugin
 //!
 //! Linking this crate registers the signaling plugin `ws`
@@ -83,17 +89,24 @@
 //! backoff_max_ms = 10000
 //! ```
 
+#[cfg(feature = "native")]
 pub mod client;
 pub mod protocol;
+#[cfg(feature = "native")]
 pub mod server;
 
+#[cfg(feature = "native")]
 use std::sync::Arc;
 
+#[cfg(feature = "native")]
 pub use client::{ClientConfig, WsSignaling};
+#[cfg(feature = "native")]
 use n2n_core::plugin::{PluginContext, PluginError, Settings, SignalingPlugin};
 pub use protocol::ErrorCode;
+#[cfg(feature = "native")]
 pub use server::{Config as ServerConfig, Server};
 
+#[cfg(feature = "native")]
 fn build_plugin(
     ctx: PluginContext,
     mut settings: Settings,
@@ -127,6 +140,7 @@ fn build_plugin(
     })
 }
 
+#[cfg(feature = "native")]
 inventory::submit! {
     SignalingPlugin { name: "ws", build: build_plugin }
 }

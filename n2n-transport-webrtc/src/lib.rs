@@ -38,6 +38,13 @@
 //! expected. Applications that forward `log` records should filter the
 //! `webrtc*` targets to `error`.
 //!
+//! # Features
+//!
+//! `native` (default): the backend over the [`webrtc`] crate. Without it the
+//! crate is only the wire ([`frame`], [`signal`]), with no `webrtc` or tokio:
+//! the browser backend of `n2n-web` (wasm32) uses those very modules, so both
+//! backends speak one definition of the wire.
+//!
 //! # Plugin
 //!
 //! Registered as transport plugin `webrtc`. A plugin crate must be linked to
@@ -50,25 +57,39 @@
 //! ice_servers = ["stun:stun.example.org:3478"]
 //! ```
 
+#[cfg(feature = "native")]
 pub mod config;
+#[cfg(feature = "native")]
 mod connection;
 pub mod frame;
 pub mod signal;
+#[cfg(feature = "native")]
 mod transport;
 
+#[cfg(feature = "native")]
 use std::sync::Arc;
 
+#[cfg(feature = "native")]
 use n2n_core::plugin::{PluginContext, PluginError, Settings, TransportPlugin};
 
+#[cfg(feature = "native")]
 pub use config::Config;
+#[cfg(feature = "native")]
 pub use connection::{RECV_QUEUE, WebRtcConnection};
-pub use transport::{
-    BuildError, CHANNEL_LABEL, MAX_REMOTE_CANDIDATES, TransportStats, WebRtcTransport,
-};
+#[cfg(feature = "native")]
+pub use transport::{BuildError, TransportStats, WebRtcTransport};
+#[cfg(feature = "native")]
 pub use webrtc;
 
-/// The plugin (and signal transport) name.
+/// The plugin (and signal transport) name, on both backends.
 pub const PLUGIN_NAME: &str = "webrtc";
+
+/// Label of the one data channel of an n2n connection (created by the dialer,
+/// reliable and ordered), on both backends.
+pub const CHANNEL_LABEL: &str = "n2n";
+
+/// Candidates accepted from the remote in one handshake, on both backends.
+pub const MAX_REMOTE_CANDIDATES: usize = 64;
 
 /// Installs rustls' `ring` crypto provider as the process default, unless one
 /// is installed already; returns whether this call installed it.
@@ -78,12 +99,14 @@ pub const PLUGIN_NAME: &str = "webrtc";
 /// `aws-lc-rs`, and cargo unifies features across a workspace), rustls cannot
 /// choose and the handshake task panics. [`WebRtcTransport::new`] calls this;
 /// code that uses the re-exported [`webrtc`] crate directly should too.
+#[cfg(feature = "native")]
 pub fn install_default_crypto_provider() -> bool {
     rustls::crypto::ring::default_provider()
         .install_default()
         .is_ok()
 }
 
+#[cfg(feature = "native")]
 fn build_plugin(
     _ctx: &PluginContext,
     settings: &Settings,
@@ -96,6 +119,7 @@ fn build_plugin(
     Ok(Arc::new(transport))
 }
 
+#[cfg(feature = "native")]
 inventory::submit! {
     TransportPlugin { name: PLUGIN_NAME, build: build_plugin }
 }

@@ -26,19 +26,13 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 
-use crate::PLUGIN_NAME;
 use crate::config::Config;
 use crate::connection::{Limits, WebRtcConnection};
 use crate::signal::Signal;
-
-/// Label of the data channel n2n opens.
-pub const CHANNEL_LABEL: &str = "n2n";
+use crate::{CHANNEL_LABEL, MAX_REMOTE_CANDIDATES, PLUGIN_NAME};
 
 /// Local candidates that may wait for the offer or answer to go out first.
 const MAX_LOCAL_CANDIDATES: usize = 32;
-
-/// Candidates accepted from the remote in one handshake.
-pub const MAX_REMOTE_CANDIDATES: usize = 64;
 
 /// How long closing a peer connection may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

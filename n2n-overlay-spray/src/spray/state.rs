@@ -1,8 +1,8 @@
 //! The Spray state machine.
 
+use n2n_core::time::Instant;
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Instant;
 
 use n2n_core::arc::{Inview, Outview};
 use n2n_core::overlay::{ConnectionState, Input, Output, Overlay};

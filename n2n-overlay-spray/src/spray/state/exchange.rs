@@ -2,9 +2,10 @@
 //! an exchange, and when a peer declines or sits a round out.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use n2n_core::overlay::Output;
+use n2n_core::time::Instant;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
