@@ -14,6 +14,11 @@
 //! cargo run --release --example spray -- --transport libp2p --serve 8080
 //! ```
 //!
+//! Browser peers: `scripts/build-web`, then `cargo run --release --example
+//! spray -- --serve 8080` and open <http://127.0.0.1:8080/> in Chromium
+//! started with `--allow-loopback-in-peer-connection` (each tab is a peer;
+//! the signaling server stays up while serving; Ctrl-C stops).
+//!
 //! Multi-process ("three terminals"): `n2n-signal --listen 127.0.0.1:7000` in
 //! one, then `cargo run --release --example spray -- --join ws://127.0.0.1:7000
 //! --peers 5` in each of the others.
@@ -24,6 +29,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "spray_web/serve.rs"]
+mod web;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -75,7 +83,8 @@ struct Args {
     /// Write the overlay graph (Graphviz DOT) to this file after every cycle.
     #[arg(long)]
     graph: Option<PathBuf>,
-    /// Serve a page showing the overlay graph on this loopback port.
+    /// Serve the browser peer's page (and the overlay graph) on this loopback
+    /// port; the signaling server stays up for browser peers.
     #[arg(long)]
     serve: Option<u16>,
     /// Write a final JSON report to this file.
@@ -374,67 +383,6 @@ fn dot(graph: &BTreeMap<PeerId, Vec<PeerId>>) -> String {
     out
 }
 
-fn html(graph: &BTreeMap<PeerId, Vec<PeerId>>, title: &str) -> String {
-    let n = graph.len().max(1);
-    let pos: BTreeMap<PeerId, (f64, f64)> = graph
-        .keys()
-        .enumerate()
-        .map(|(i, p)| {
-            let a = i as f64 / n as f64 * std::f64::consts::TAU;
-            (*p, (300.0 + 260.0 * a.cos(), 300.0 + 260.0 * a.sin()))
-        })
-        .collect();
-    let mut svg = String::new();
-    for (p, outs) in graph {
-        for q in outs {
-            if let (Some(a), Some(b)) = (pos.get(p), pos.get(q)) {
-                let _ = write!(
-                    svg,
-                    "<line x1='{:.1}' y1='{:.1}' x2='{:.1}' y2='{:.1}' stroke='#7aa' stroke-opacity='0.5' marker-end='url(#a)'/>",
-                    a.0, a.1, b.0, b.1
-                );
-            }
-        }
-    }
-    for (p, (x, y)) in &pos {
-        let _ = write!(
-            svg,
-            "<circle cx='{x:.1}' cy='{y:.1}' r='7' fill='#246'/><text x='{:.1}' y='{:.1}' font-size='9'>{}</text>",
-            x + 9.0,
-            y + 3.0,
-            p.short()
-        );
-    }
-    format!(
-        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>\
-         <title>n2n spray</title></head><body style='font-family:sans-serif'><h3>{title}</h3>\
-         <svg width='600' height='600' xmlns='http://www.w3.org/2000/svg'><defs><marker id='a' \
-         viewBox='0 0 10 10' refX='16' refY='5' markerWidth='6' markerHeight='6' orient='auto'>\
-         <path d='M0,0 L10,5 L0,10 z' fill='#7aa'/></marker></defs>{svg}</svg></body></html>"
-    )
-}
-
-async fn serve(port: u16, page: Arc<tokio::sync::RwLock<String>>) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("graph page: http://127.0.0.1:{port}/");
-    loop {
-        let (mut sock, _) = listener.accept().await?;
-        let page = page.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
-            let body = page.read().await.clone();
-            let head = format!(
-                "HTTP/1.0 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-        });
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -449,12 +397,12 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stack = stack(&args)?;
     let counters = Arc::new(Counters::default());
-    let page = Arc::new(tokio::sync::RwLock::new(String::from("starting…")));
+    let site = web::Site::new(&args.room);
     if let Some(port) = args.serve {
-        let page = page.clone();
+        let site = site.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(port, page).await {
-                eprintln!("graph page: {e}");
+            if let Err(e) = web::serve(port, site).await {
+                eprintln!("page server: {e}");
             }
         });
     }
@@ -475,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
             url
         }
     };
+    site.set_signal_url(&url).await;
     // Joining, one by one.
     let started = Instant::now();
     let mut peers: Vec<Peer> = Vec::new();
@@ -485,8 +434,10 @@ async fn main() -> anyhow::Result<()> {
     }
     // Newcomers under churn still need the server, and so do the other
     // processes of a multi-process overlay (`--join`): members stay in the
-    // room to be their contacts. Otherwise the server goes away now.
-    if args.churn == 0 && args.join.is_none() {
+    // room to be their contacts, and so do browser peers (`--serve`).
+    // Otherwise the server goes away now.
+    let keep_server = args.churn > 0 || args.join.is_some() || args.serve.is_some();
+    if !keep_server {
         // Members leave first, so that none sees the server go away.
         for p in &peers {
             p.signaling.close();
@@ -500,7 +451,7 @@ async fn main() -> anyhow::Result<()> {
         peers.len(),
         started.elapsed().as_secs_f64(),
         stack.transport.name,
-        if args.churn == 0 && args.join.is_none() {
+        if !keep_server {
             "; the signaling server is stopped, peers shuffle through their neighbours only"
         } else {
             ""
@@ -573,7 +524,8 @@ async fn main() -> anyhow::Result<()> {
         if let Some(path) = &args.graph {
             std::fs::write(path, dot(&graph))?;
         }
-        *page.write().await = html(
+        *site.graph.write().await = graph.clone();
+        *site.svg.write().await = web::html(
             &graph,
             &format!(
                 "cycle {cycle}: {} peers, mean view {:.2}",
@@ -648,10 +600,30 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     let _ = graph;
-    if args.hold > 0 {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(args.hold)) => {}
-            _ = tokio::signal::ctrl_c() => {}
+    if args.hold > 0 || args.serve.is_some() {
+        // While serving, the page's graph follows the overlay until Ctrl-C
+        // (or the end of `--hold`).
+        let until = (args.hold > 0).then(|| Instant::now() + Duration::from_millis(args.hold));
+        if args.serve.is_some() {
+            println!("serving until Ctrl-C");
+        }
+        loop {
+            let tick = Duration::from_millis(args.delta);
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                break;
+            }
+            let (row, graph, _) = observe(&peers).await;
+            let browsers = site.browsers().await.len();
+            *site.graph.write().await = graph.clone();
+            *site.svg.write().await = web::html(
+                &graph,
+                &format!("{} native peers, mean view {:.2}", row.peers, row.mean),
+            );
+            tracing::info!(browsers, "graph updated");
         }
     }
     for p in peers {
