@@ -216,6 +216,19 @@ impl WebNode {
         })
     }
 
+    /// Sets the level of the logs (`"error"`, `"warn"` (default), `"info"`,
+    /// `"debug"`), written to the console and to `globalThis.n2nLog`.
+    #[wasm_bindgen(js_name = setLogLevel)]
+    pub fn set_log_level(level: &str) -> Result<(), JsError> {
+        if crate::log::set_level(level) {
+            Ok(())
+        } else {
+            Err(JsError::new(&format!(
+                "unknown log level {level:?} (error, warn, info, debug)"
+            )))
+        }
+    }
+
     /// A new random secret key, 64 hex digits.
     #[wasm_bindgen(js_name = generateKey)]
     pub fn generate_key() -> Result<String, JsError> {

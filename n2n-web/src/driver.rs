@@ -253,7 +253,7 @@ impl Driver {
         };
         let config = self.config.clone();
         let timeout = config.handshake_timeout();
-        debug!(peer = %remote.short(), ?role, "handshake");
+        tracing::info!(peer = %remote.short(), ?role, "handshake");
         wasm_bindgen_futures::spawn_local(async move {
             let result = util::timeout(timeout, rtc::handshake(config, role, first, tx, rx, out))
                 .await
@@ -265,6 +265,10 @@ impl Driver {
 
     fn handshake_done(&mut self, session: SessionId, result: Result<Rc<Channel>, TransportError>) {
         self.handshakes.remove(&session);
+        match &result {
+            Ok(_) => tracing::info!(?session, "handshake done"),
+            Err(e) => tracing::info!(?session, error = %e, "handshake failed"),
+        }
         let (result, channel) = match result {
             Ok(ch) => (Ok(()), Some(ch)),
             Err(e) => (Err(e), None),

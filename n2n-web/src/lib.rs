@@ -31,6 +31,8 @@ mod config;
 #[cfg(target_arch = "wasm32")]
 mod driver;
 #[cfg(target_arch = "wasm32")]
+mod log;
+#[cfg(target_arch = "wasm32")]
 mod rtc;
 #[cfg(target_arch = "wasm32")]
 mod util;
@@ -45,6 +47,7 @@ pub use api::WebNode;
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn start() {
+    log::install();
     std::panic::set_hook(Box::new(|info| {
         let message = format!("n2n-web panicked: {info}");
         web_sys::console::error_1(&message.as_str().into());

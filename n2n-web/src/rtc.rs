@@ -356,11 +356,11 @@ pub(crate) async fn handshake(
                     sdp_mline_index: c.sdp_m_line_index(),
                 }),
             };
-            if let Some(Signal::Candidate { candidate, .. }) = &signal
-                && loopback
-                && !is_loopback_candidate(candidate)
-            {
-                return;
+            if let Some(Signal::Candidate { candidate, .. }) = &signal {
+                debug!(%candidate, "local candidate");
+                if loopback && !is_loopback_candidate(candidate) {
+                    return;
+                }
             }
             if tx.try_send(HsEvent::Local(signal)).is_err() {
                 debug!("local candidate dropped (handshake over or queue full)");

@@ -1,0 +1,4 @@
+//! Helpers of the browser tests.
+
+pub(crate) mod native;
+pub(crate) mod webdriver;
