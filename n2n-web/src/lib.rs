@@ -1,12 +1,12 @@
 //! # n2n-web
 //!
-//! n2n in the browser: the same sans-IO node core ([`n2n_core::node::core`])
+//! n2n in the browser: the same sans-IO node core (`n2n_core::node::core`)
 //! and Spray as native peers, driven by a browser driver (wasm-bindgen
 //! futures, `setTimeout`, `performance.now()`), over the browser's WebRTC
 //! (`RTCPeerConnection`, one `RTCDataChannel`) speaking the native
-//! transport's wire ([`n2n_transport_webrtc::frame`],
-//! [`n2n_transport_webrtc::signal`]), joining through the WebSocket server of
-//! `n2n-signal-ws` with its join protocol ([`n2n_signal_ws::protocol`]).
+//! transport's wire (`n2n_transport_webrtc::frame`,
+//! `n2n_transport_webrtc::signal`), joining through the WebSocket server of
+//! `n2n-signal-ws` with its join protocol (`n2n_signal_ws::protocol`).
 //! A browser peer and a native peer are peers of one overlay.
 //!
 //! Everything is compiled for `wasm32-unknown-unknown` only (natively this
