@@ -47,21 +47,20 @@ pub(crate) struct Driver {
     node: Weak<Node>,
 }
 
+/// Turns an event into the page's JS object.
+type ToJs = Box<dyn Fn(&Event) -> JsValue>;
+
 /// A browser node: the driver, its timer, and the page's event callback.
 pub(crate) struct Node {
     driver: RefCell<Driver>,
     timer_cb: Closure<dyn FnMut()>,
     on_event: RefCell<Option<js_sys::Function>>,
-    on_event_js: RefCell<Option<Box<dyn Fn(&Event) -> JsValue>>>,
+    on_event_js: RefCell<Option<ToJs>>,
 }
 
 impl Node {
     /// A node around `core`.
-    pub(crate) fn new(
-        core: NodeCore,
-        config: WebConfig,
-        to_js: Box<dyn Fn(&Event) -> JsValue>,
-    ) -> Rc<Self> {
+    pub(crate) fn new(core: NodeCore, config: WebConfig, to_js: ToJs) -> Rc<Self> {
         Rc::new_cyclic(|weak: &Weak<Node>| {
             let w = weak.clone();
             let timer_cb = Closure::<dyn FnMut()>::new(move || {
@@ -253,7 +252,7 @@ impl Driver {
         };
         let config = self.config.clone();
         let timeout = config.handshake_timeout();
-        tracing::info!(peer = %remote.short(), ?role, "handshake");
+        debug!(peer = %remote.short(), ?role, "handshake");
         wasm_bindgen_futures::spawn_local(async move {
             let result = util::timeout(timeout, rtc::handshake(config, role, first, tx, rx, out))
                 .await
@@ -266,8 +265,8 @@ impl Driver {
     fn handshake_done(&mut self, session: SessionId, result: Result<Rc<Channel>, TransportError>) {
         self.handshakes.remove(&session);
         match &result {
-            Ok(_) => tracing::info!(?session, "handshake done"),
-            Err(e) => tracing::info!(?session, error = %e, "handshake failed"),
+            Ok(_) => debug!(?session, "handshake done"),
+            Err(e) => debug!(?session, error = %e, "handshake failed"),
         }
         let (result, channel) = match result {
             Ok(ch) => (Ok(()), Some(ch)),

@@ -69,6 +69,9 @@ pub(crate) enum Inbound {
 
 type Sink = Rc<dyn Fn(Inbound)>;
 
+/// JS handlers kept alive with their owner.
+type Handlers = Vec<Closure<dyn FnMut(JsValue)>>;
+
 /// One n2n connection: a peer connection and its data channel, the chunk
 /// reassembler, and the JS handlers that feed them.
 pub(crate) struct Channel {
@@ -83,7 +86,7 @@ pub(crate) struct Channel {
     goodbye_received: Cell<bool>,
     lost: Cell<bool>,
     closed: Cell<bool>,
-    handlers: RefCell<Vec<Closure<dyn FnMut(JsValue)>>>,
+    handlers: RefCell<Handlers>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -301,14 +304,14 @@ fn rtc_configuration(config: &WebConfig) -> web_sys::RtcConfiguration {
 }
 
 /// The JS handlers of a handshake, dropped with it.
-struct Handlers {
+struct HandshakeHandlers {
     pc: RtcPeerConnection,
     closures: Vec<Closure<dyn FnMut(JsValue)>>,
     /// The handshake's peer connection is closed on drop unless it succeeded.
     keep: bool,
 }
 
-impl Drop for Handlers {
+impl Drop for HandshakeHandlers {
     fn drop(&mut self) {
         self.pc.set_onicecandidate(None);
         self.pc.set_ondatachannel(None);
@@ -337,7 +340,7 @@ pub(crate) async fn handshake(
         RtcPeerConnection::new_with_configuration(&rtc_configuration(&config)).map_err(|e| {
             TransportError::Other(format!("new peer connection: {}", util::js_text(&e)))
         })?;
-    let mut handlers = Handlers {
+    let mut handlers = HandshakeHandlers {
         pc: pc.clone(),
         closures: Vec::new(),
         keep: false,
@@ -384,7 +387,7 @@ pub(crate) async fn handshake(
         pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
         handlers.closures.push(on_state);
     }
-    let notify_open = |dc: &RtcDataChannel, handlers: &mut Handlers| {
+    let notify_open = |dc: &RtcDataChannel, handlers: &mut HandshakeHandlers| {
         let mut tx = tx.clone();
         let dc2 = dc.clone();
         let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
