@@ -1,8 +1,8 @@
 //! Arc events: an arc opened, closed or gone down, and the peer-down rule
 //! that duplicates arcs to keep the total.
 
+use n2n_core::time::Instant;
 use std::fmt;
-use std::time::Instant;
 
 use n2n_core::arc::Direction;
 use n2n_core::overlay::{ArcCloseReason, Output};

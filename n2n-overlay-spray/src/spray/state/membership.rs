@@ -1,8 +1,8 @@
 //! Joining, leaving, and the other side of both: a newcomer's `Join` and a
 //! neighbour's `Leave`.
 
+use n2n_core::time::Instant;
 use std::fmt;
-use std::time::Instant;
 
 use n2n_core::overlay::{ConnectionState, Output};
 use rand::Rng;
