@@ -185,6 +185,32 @@ async fn dial(
         .ok_or(SignalingError::Timeout)?
 }
 
+/// Dials; a join refused with `join_rate_limited` (many clients behind one
+/// address, several tabs of one browser) is tried again with backoff, for one
+/// `timeout` at most, as the native client does.
+async fn dial_patiently(
+    url: &str,
+    room: &str,
+    keypair: &Keypair,
+    timeout: Duration,
+) -> Result<(Socket, mpsc::Receiver<WsEvent>, Option<PeerId>), SignalingError> {
+    let give_up = util::now() + timeout;
+    let mut delay = BACKOFF_MIN;
+    loop {
+        match dial(url, room, keypair, timeout).await {
+            Err(SignalingError::Refused(reason))
+                if reason.starts_with(ErrorCode::JoinRateLimited.as_str())
+                    && util::now() + delay < give_up =>
+            {
+                debug!(%reason, ?delay, "join rate-limited; trying again");
+                util::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A signaling client, joined to one room.
 pub(crate) struct WsClient {
     url: String,
@@ -217,7 +243,7 @@ impl WsClient {
         reconnect: bool,
         on_signal: Rc<dyn Fn(SignedSignal)>,
     ) -> Result<(Rc<Self>, Option<PeerId>), SignalingError> {
-        let (socket, rx, contact) = dial(url, room, keypair, timeout).await?;
+        let (socket, rx, contact) = dial_patiently(url, room, keypair, timeout).await?;
         info!(%url, %room, contact = ?contact.map(|c| c.short()), "joined signaling room");
         let client = Rc::new(Self {
             url: url.to_string(),
@@ -327,7 +353,7 @@ async fn run(
             if client.upgrade().is_none_or(|c| c.closed.get()) {
                 return;
             }
-            match dial(&url, &room, &keypair, timeout).await {
+            match dial_patiently(&url, &room, &keypair, timeout).await {
                 Ok((socket, new_rx, _)) => {
                     info!(%url, %room, "reconnected to the signaling server");
                     rx = new_rx;
