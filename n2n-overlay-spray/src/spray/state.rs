@@ -1,11 +1,11 @@
 //! The Spray state machine.
 
-use n2n_core::time::Instant;
 use std::collections::VecDeque;
 use std::fmt;
 
 use n2n_core::arc::{Inview, Outview};
 use n2n_core::overlay::{ConnectionState, Input, Output, Overlay};
+use n2n_core::time::Instant;
 use n2n_core::wire::ProtocolId;
 use rand::Rng;
 use serde::Serialize;
@@ -94,7 +94,7 @@ struct PendingExchange<P> {
 ///   replacement applies to every element of both samples: the published
 ///   pseudo-code replaced the initiator's id in the wrong sample. The arc
 ///   total is unchanged; duplicates are kept. A moved arc arrives new (age
-///   0), or keeps its age with [`AgeRule::Keep`] ([`Config::age_rule`]).
+///   0), or keeps its age with [`AgeRule::Keep`](crate::spray::AgeRule::Keep) ([`Config::age_rule`]).
 /// - **Exchange timeout**: the partner is handled as down (below); the
 ///   reserved sample stays ours.
 /// - **Peer down** (`ArcClosed { reason: PeerDown }` for every outgoing arc of
