@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{key, settle};
 use n2n_core::memory::{MemoryNetwork, MemorySignalingHub};
-use n2n_core::node::{Builder, Config, Event};
+use n2n_core::node::{ArcError, Builder, Config, Event, OverlayError};
 use n2n_core::overlay::{ConnectionState, Erased, Input, Output, Overlay};
 use n2n_core::plugin::{PluginError, StackConfig};
 use n2n_core::{Direction, Inview, Outview, PeerId, ProtocolId};
@@ -100,14 +100,6 @@ impl Overlay<PeerId> for Toy {
         self.outputs.pop_front()
     }
 
-    fn inview(&self) -> &Inview {
-        &self.inview
-    }
-
-    fn outview(&self) -> &Outview {
-        &self.outview
-    }
-
     fn peers(&mut self, k: usize) -> Vec<PeerId> {
         self.outview.peers().take(k).copied().collect()
     }
@@ -144,8 +136,37 @@ async fn the_runtime_drives_an_overlay() {
     assert_eq!(s3.view(TOY).0.count(&ids[0]), 1, "contact answered 1 → 3");
     assert_eq!(s3.view(TOY).1.count(&ids[0]), 1, "join arc 3 → 1");
     // Runtime and overlay agree on the views.
-    let peers = nodes[2].handle().peers(TOY, 10).await;
+    let peers = nodes[2].handle().peers(TOY, 10).await.unwrap();
     assert_eq!(peers, vec![ids[0]]);
+    // The application reads and steers the overlay through the handle.
+    let h = nodes[0].handle();
+    assert_eq!(h.query(TOY, |t: &Toy| t.greetings).await, Ok(2));
+    assert_eq!(
+        h.command(TOY, |t: &mut Toy, _now| {
+            t.greetings = 10;
+            t.greetings
+        })
+        .await,
+        Ok(10)
+    );
+    // Bad input is an error, never a silent no-op.
+    let missing = ProtocolId::from_name("missing");
+    assert_eq!(
+        h.query(missing, |t: &Toy| t.ticks).await,
+        Err(OverlayError::UnknownOverlay(missing))
+    );
+    assert!(matches!(
+        h.query(TOY, |n: &u32| *n).await,
+        Err(OverlayError::WrongType { .. })
+    ));
+    assert_eq!(
+        h.peers(missing, 1).await,
+        Err(ArcError::UnknownOverlay(missing))
+    );
+    assert_eq!(
+        h.join_via(missing, ids[1]).await,
+        Err(ArcError::UnknownOverlay(missing))
+    );
     // Overlay state changes reach the application.
     let mut saw_state = false;
     while let Some(e) = nodes[2].try_next_event() {

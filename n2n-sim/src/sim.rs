@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use n2n_core::Direction;
-use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
+use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay, Views};
 use rand::Rng;
 
 use crate::barrier::{Barrier, BreakOnPanic};
@@ -324,7 +324,7 @@ impl<O> Env<O> {
 }
 
 /// The peers `p` with `p % SHARDS == index`, their events and their draws.
-struct Shard<O: Overlay<u32>> {
+struct Shard<O: Overlay<u32> + Views<u32>> {
     index: u32,
     /// Peer `p`'s state at `p / SHARDS`, live or not (a crashed peer's is
     /// replaced by a fresh one, never fed, so that its memory goes).
@@ -346,7 +346,7 @@ struct Shard<O: Overlay<u32>> {
     loaded: u64,
 }
 
-impl<O: Overlay<u32>> Shard<O> {
+impl<O: Overlay<u32> + Views<u32>> Shard<O> {
     fn new(index: u32, seed: u64) -> Self {
         Self {
             index,
@@ -508,6 +508,9 @@ impl<O: Overlay<u32>> Shard<O> {
                 self.schedule(t, Kind::Timer { peer: at, timer });
             }
             Output::StateChanged(_) => {}
+            // Connections through neighbours and samples of other overlays
+            // are the node's (`--runtime node`), not of these engines.
+            _ => {}
         }
     }
 
@@ -766,7 +769,7 @@ fn bridge_holds<O>(env: &Env<O>, via: u32, from: u32, to: u32, signaled: bool) -
 /// between windows, events for other shards are handed over. Events at the
 /// same instant run in scheduling order within a shard. A seed reproduces a
 /// run exactly whatever the thread count.
-pub struct Sim<O: Overlay<u32>> {
+pub struct Sim<O: Overlay<u32> + Views<u32>> {
     config: Config,
     factory: Factory<O>,
     now: u64,
@@ -787,7 +790,7 @@ pub struct Sim<O: Overlay<u32>> {
     crashes: u64,
 }
 
-impl<O: Overlay<u32>> fmt::Debug for Sim<O> {
+impl<O: Overlay<u32> + Views<u32>> fmt::Debug for Sim<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sim")
             .field("now_us", &self.now)
@@ -800,7 +803,7 @@ impl<O: Overlay<u32>> fmt::Debug for Sim<O> {
     }
 }
 
-impl<O: Overlay<u32> + Send> Sim<O>
+impl<O: Overlay<u32> + Views<u32> + Send> Sim<O>
 where
     O::Timer: Send,
 {
@@ -1256,7 +1259,10 @@ where
 }
 
 /// Puts the events mailed to `shard` (one slot per sender) in its queue.
-fn deliver_mail<O: Overlay<u32>>(shard: &mut Shard<O>, mail: &mut [Vec<Entry<Kind<O::Timer>>>]) {
+fn deliver_mail<O: Overlay<u32> + Views<u32>>(
+    shard: &mut Shard<O>,
+    mail: &mut [Vec<Entry<Kind<O::Timer>>>],
+) {
     for slot in mail {
         for e in slot.drain(..) {
             shard.queue.push(e.at, e.seq, e.event);

@@ -1,11 +1,14 @@
 //! Composing a node: in code with [`Builder`], or from a TOML [`StackConfig`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::core::NodeCore;
 use super::driver::Driver;
+use super::events::Events;
+use super::handle::Shared;
 use super::{Config, Node, NodeHandle};
 use crate::identity::Keypair;
 use crate::overlay::DynOverlay;
@@ -152,7 +155,16 @@ impl Builder {
         }
         let local = self.keypair.peer_id();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (events_tx, events_rx) = mpsc::channel(self.config.event_capacity.max(1));
+        let (events_tx, events_rx) =
+            Events::channel(self.config.event_capacity, self.config.event_bytes);
+        let mut protocols: BTreeSet<ProtocolId> = self.protocols.iter().copied().collect();
+        protocols.extend(self.overlays.iter().map(|o| o.protocol()));
+        let shared = Arc::new(Shared {
+            protocols,
+            event_capacity: self.config.event_capacity,
+            event_bytes: self.config.event_bytes,
+            ..Shared::default()
+        });
         let seed = self.config.seed.unwrap_or_else(|| {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
@@ -166,9 +178,10 @@ impl Builder {
             self.protocols,
             seed,
         );
-        let task = tokio::spawn(Driver::new(core, transport, events_tx).run(commands_rx));
+        let task =
+            tokio::spawn(Driver::new(core, transport, events_tx, shared.clone()).run(commands_rx));
         Ok(Node {
-            handle: NodeHandle::new(local, commands_tx),
+            handle: NodeHandle::new(local, commands_tx, shared),
             events: Some(events_rx),
             task,
         })
