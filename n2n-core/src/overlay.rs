@@ -269,6 +269,12 @@ pub trait Overlay<P>: Send + 'static {
     /// Up to `k` distinct peers sampled from the overlay's view (peer
     /// sampling); what other overlays get with `Output::Sample`.
     fn peers(&mut self, k: usize) -> Vec<P>;
+
+    /// The overlays of the same node this one asks for samples
+    /// (`Output::Sample`): building a node without them is an error.
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        Vec::new()
+    }
 }
 
 /// An overlay that keeps its own copy of its arcs, for drivers without a
@@ -296,6 +302,10 @@ pub trait DynOverlay: Send + fmt::Debug {
     fn poll_output(&mut self) -> Option<Output<crate::PeerId, TimerToken>>;
     /// See [`Overlay::peers`].
     fn peers(&mut self, k: usize) -> Vec<crate::PeerId>;
+    /// See [`Overlay::layers_on`].
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        Vec::new()
+    }
     /// The overlay itself, for the application's queries
     /// (`NodeHandle::query`): downcast it to its type.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -407,6 +417,10 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
 
     fn peers(&mut self, k: usize) -> Vec<crate::PeerId> {
         self.inner.peers(k)
+    }
+
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        self.inner.layers_on()
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

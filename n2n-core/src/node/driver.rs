@@ -207,6 +207,9 @@ impl Driver {
 
     /// Ends the event streams and forgets the data queues.
     fn stop(&mut self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         self.shared.data_queues().clear();
         self.publish();
         events::close_all(&self.shared.subscriptions, &self.events);

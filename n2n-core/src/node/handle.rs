@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) event_capacity: usize,
     /// See [`super::Config::event_bytes`].
     pub(crate) event_bytes: usize,
+    /// The node stopped.
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
 
 /// The node's tables as last published by the driver.
@@ -125,7 +127,12 @@ impl NodeHandle {
 
     /// The data queue of `peer`, if connected.
     fn data_queue(&self, peer: PeerId) -> Result<mpsc::Sender<Bytes>, SendError> {
-        if self.commands.is_closed() {
+        if self.commands.is_closed()
+            || self
+                .shared
+                .stopped
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
             return Err(SendError::Shutdown);
         }
         self.shared
