@@ -8,7 +8,8 @@
 //! - **Candidates.** Every cycle (`Config::delta`) the ring asks the sampling
 //!   overlay of the node (`Config::sampler`, Spray by default) for
 //!   `Config::sample` peers (`Output::Sample`): they are neighbours, so
-//!   reachable. It also gossips with its successor or predecessor (in turn):
+//!   reachable. It also gossips with its successor, its predecessor and one
+//!   other neighbour (in turn):
 //!   [`Message::Exchange`] lists the peers the sender is connected to, ranked
 //!   by closeness to the recipient; the recipient merges them and answers with
 //!   its own list ([`Message::Reply`]). A peer heard of through neighbour `v`
@@ -49,9 +50,9 @@ pub struct Config {
     pub sampler: ProtocolId,
     /// Gossip period (default 1 s).
     pub delta: Duration,
-    /// Peers asked from the sampler each cycle (default 4).
+    /// Peers asked from the sampler each cycle (default 8).
     pub sample: usize,
-    /// Peers listed in one gossip message (default 8).
+    /// Peers listed in one gossip message (default 16).
     pub gossip: usize,
     /// Candidates remembered, the closest to this peer (default 32).
     pub known: usize,
@@ -63,8 +64,8 @@ impl Default for Config {
             protocol: PROTOCOL,
             sampler: ProtocolId::from_name("spray"),
             delta: Duration::from_secs(1),
-            sample: 4,
-            gossip: 8,
+            sample: 8,
+            gossip: 16,
             known: 32,
         }
     }
@@ -288,13 +289,20 @@ impl State {
             k: self.config.sample,
             tag: self.cycles,
         });
-        let partner = if self.cycles % 2 == 0 {
-            self.successor()
-        } else {
-            self.predecessor()
+        // Gossip with both ring neighbours, and with one other neighbour in
+        // turn (fresh information from elsewhere on the ring).
+        let mut partners: Vec<PeerId> = self
+            .successor()
+            .into_iter()
+            .chain(self.predecessor())
+            .collect();
+        if !self.connected.is_empty() {
+            let turn = (self.cycles as usize) % self.connected.len();
+            partners.extend(self.connected.iter().nth(turn).copied());
         }
-        .or_else(|| self.connected.iter().next().copied());
-        if let Some(partner) = partner {
+        partners.sort();
+        partners.dedup();
+        for partner in partners {
             let message = Message::Exchange(self.offer(&partner));
             self.outputs.push_back(Output::Send {
                 to: partner,

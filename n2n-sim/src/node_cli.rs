@@ -10,7 +10,7 @@ use n2n_sim::node::{NodeCycle, NodeRunConfig, run_node};
 use n2n_sim::scenario::{Arrival, Scenario};
 
 /// The node runtime's settings for `scenario`, or why it cannot run it.
-fn node_config(s: &Scenario, signed: bool) -> anyhow::Result<NodeRunConfig> {
+fn node_config(s: &Scenario, signed: bool, ring: bool) -> anyhow::Result<NodeRunConfig> {
     let Arrival::OneByOne {
         interval_ms,
         speed_up_from: None,
@@ -40,17 +40,18 @@ fn node_config(s: &Scenario, signed: bool) -> anyhow::Result<NodeRunConfig> {
         } else {
             vec![0.3, 0.5]
         },
+        ring,
         ..NodeRunConfig::default()
     })
 }
 
 const CSV_HEADER: &str = "cycle,peers,view_mean,view_sd,view_min,view_max,in_sd,empty_views,\
 duplicates_share,strong_count,strong_largest,weak_count,weak_largest,connections,handshakes,\
-bridges_ok,bridges_failed,violations,steps";
+bridges_ok,bridges_failed,violations,steps,ring_right";
 
 fn csv_row(r: &NodeCycle) -> String {
     format!(
-        "{},{},{:.4},{:.4},{},{},{:.4},{},{:.5},{},{},{},{},{:.3},{},{},{},{},{}",
+        "{},{},{:.4},{:.4},{},{},{:.4},{},{:.5},{},{},{},{},{:.3},{},{},{},{},{},{}",
         r.cycle,
         r.peers,
         r.view.mean,
@@ -69,7 +70,8 @@ fn csv_row(r: &NodeCycle) -> String {
         r.bridges_ok,
         r.bridges_failed,
         r.violations,
-        r.steps
+        r.steps,
+        r.ring.map_or(String::new(), |s| format!("{s:.4}"))
     )
 }
 
@@ -80,8 +82,9 @@ pub(crate) fn run(
     out: &Path,
     quiet: bool,
     signed: bool,
+    ring: bool,
 ) -> anyhow::Result<()> {
-    let config = node_config(scenario, signed)?;
+    let config = node_config(scenario, signed, ring)?;
     let csv_path = out.join("cycles.csv");
     let mut csv = std::io::BufWriter::new(
         fs::File::create(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?,
@@ -94,8 +97,11 @@ pub(crate) fn run(
             write_error.get_or_insert(e);
         }
         if !quiet {
+            let ring = row
+                .ring
+                .map_or(String::new(), |s| format!(", ring right {:.1}%", 100.0 * s));
             eprintln!(
-                "cycle {:>3}: mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}",
+                "cycle {:>3}: mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}{ring}",
                 row.cycle, row.view.mean, row.view.std_dev, row.in_degree.std_dev, row.strong.count
             );
         }
@@ -149,6 +155,23 @@ pub(crate) fn run(
         cpu,
         last.steps as f64 / cpu,
     );
+    if let Some(b) = &result.broadcast {
+        let closed = result
+            .rows
+            .iter()
+            .find(|r| r.ring == Some(1.0))
+            .map_or("never".to_string(), |r| format!("at cycle {}", r.cycle));
+        text += &format!(
+            "ring: right at {:.2}% of the peers after the last cycle, closed {closed}\n\
+             broadcasts: {}, reach mean {:.4} (min {:.4}), {:.2} duplicate copies per delivery, {:.0} ms to the last copy (mean)\n",
+            100.0 * last.ring.unwrap_or(0.0),
+            b.count,
+            b.reach_mean,
+            b.reach_min,
+            b.duplicates_per_delivery,
+            b.time_mean.as_secs_f64() * 1000.0,
+        );
+    }
     for r in &result.removals {
         text += &format!(
             "removed {:.0}%: strong largest {:.1}% of {} left ({} components), weak largest {:.1}%\n",

@@ -35,6 +35,12 @@ impl NodeCore {
         Ok(())
     }
 
+    /// Overlay `overlay`, downcast to its type `O`, if the node runs it.
+    pub fn overlay<O: 'static>(&self, overlay: ProtocolId) -> Option<&O> {
+        let idx = self.overlay_index(overlay)?;
+        self.overlays[idx].overlay.as_any().downcast_ref::<O>()
+    }
+
     /// Runs `f` on overlay `overlay`, downcast to its type `O` (the
     /// application's query or command), then carries out what it asked.
     ///
