@@ -48,8 +48,14 @@ pub mod reexport {
 /// Registers an overlay plugin called `$name`, built by `$build` (a
 /// [`BuildOverlay`]); the plugin crate needs no dependency but `n2n-core`.
 ///
-/// ```ignore
-/// n2n_core::overlay_plugin!("ring", build);
+/// ```
+/// use n2n_core::plugin::{PluginContext, PluginError, Settings};
+///
+/// fn build(_: &PluginContext, _: &Settings) -> Result<Box<dyn n2n_core::DynOverlay>, PluginError> {
+///     Err(PluginError::Build { plugin: "doc-example".into(), message: "a doc example".into() })
+/// }
+/// n2n_core::overlay_plugin!("doc-example", build);
+/// assert!(n2n_core::plugin::overlays().contains(&"doc-example"));
 /// ```
 #[macro_export]
 macro_rules! overlay_plugin {

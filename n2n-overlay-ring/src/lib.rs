@@ -9,6 +9,11 @@
 //! - [`flood`], a flooding broadcast application over the node's neighbours
 //!   (Spray's and the ring's), with deduplication.
 //!
+//! Linking this crate registers the overlay plugin `ring` (settings in
+//! `plugin.rs`: `protocol`, `sampler`, `delta_ms`, `sample`, `gossip`,
+//! `known`; unknown keys are refused), so a stack file can name it after
+//! `spray`.
+//!
 //! `cargo run --release -p n2n-overlay-ring --example ring` runs both on 20
 //! nodes; `n2n-sim --runtime node --stack ring` simulates them at 10k peers.
 //!
@@ -26,4 +31,5 @@
 //! ```
 
 pub mod flood;
+mod plugin;
 pub mod ring;

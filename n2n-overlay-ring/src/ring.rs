@@ -367,16 +367,19 @@ impl Overlay<PeerId> for State {
                 self.forget(&peer);
                 self.reconsider();
             }
-            Input::ArcOpened { peer, direction } => {
-                if direction == Direction::Outgoing {
-                    *self.arcs.entry(peer).or_default() += 1;
-                    self.opening.remove(&peer);
-                    self.reconsider();
-                }
+            Input::ArcOpened {
+                peer,
+                direction: Direction::Outgoing,
+            } => {
+                *self.arcs.entry(peer).or_default() += 1;
+                self.opening.remove(&peer);
+                self.reconsider();
             }
             Input::ArcClosed {
-                peer, direction, ..
-            } if direction == Direction::Outgoing => {
+                peer,
+                direction: Direction::Outgoing,
+                ..
+            } => {
                 if let Some(n) = self.arcs.get_mut(&peer) {
                     *n -= 1;
                     if *n == 0 {

@@ -104,7 +104,7 @@ pub(crate) fn broadcasts(net: &mut Network, count: u32, rng: &mut SimRng) -> Bro
         while quiet < 20 {
             net.run_for(Duration::from_millis(50));
             let mut any = false;
-            for i in 0..n {
+            for (i, flood) in floods.iter_mut().enumerate() {
                 for event in net.events(i) {
                     let Event::Message {
                         from,
@@ -118,7 +118,7 @@ pub(crate) fn broadcasts(net: &mut Network, count: u32, rng: &mut SimRng) -> Bro
                         continue;
                     }
                     any = true;
-                    if floods[i].accept(id) {
+                    if flood.accept(id) {
                         let neighbours: Vec<PeerId> = net.core(i).neighbours().copied().collect();
                         for p in neighbours.iter().filter(|p| **p != from) {
                             send(net, i, p, &payload);

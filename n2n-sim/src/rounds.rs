@@ -621,15 +621,14 @@ where
             }
             Output::CloseArc { to } => self.push_step(Step::Close { from: at, to }),
             Output::Bridge { from, to } => self.route_bridge(at, from, to),
-            Output::SetTimer { at: when, timer } => {
-                if timer != self.turn {
-                    let t = micros(when.saturating_duration_since(self.base));
-                    self.schedule(t, Due::Timer { peer: at, timer });
-                }
+            // The turn timer is the engine's own.
+            Output::SetTimer { at: when, timer } if timer != self.turn => {
+                let t = micros(when.saturating_duration_since(self.base));
+                self.schedule(t, Due::Timer { peer: at, timer });
             }
-            Output::StateChanged(_) => {}
-            // Connections through neighbours and samples of other overlays
-            // are the node's (`--runtime node`), not of these engines.
+            // The turn timer (the engine's own) and the state need nothing;
+            // connections through neighbours and samples of other overlays
+            // are the node's (`--runtime node`), not this engine's.
             _ => {}
         }
     }

@@ -19,6 +19,9 @@ use crate::wire::{BridgeFailure, ProtocolId};
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
+/// A query or command to an overlay, run on the node's task.
+pub(crate) type OverlayCall = Box<dyn FnOnce(&mut NodeCore, Instant) + Send>;
+
 pub(crate) enum Command {
     AttachSignaling(Arc<dyn Signaling>),
     Connect {
@@ -62,7 +65,7 @@ pub(crate) enum Command {
     },
     Leave(ProtocolId),
     /// A query or command to an overlay: runs on the node's task.
-    Overlay(Box<dyn FnOnce(&mut NodeCore, Instant) + Send>),
+    Overlay(OverlayCall),
     Shutdown(Reply<()>),
 }
 
