@@ -33,8 +33,14 @@ async fn twenty_memory_nodes_close_the_ring_and_flood_everywhere() {
         .expect("Spray runs");
     println!("node 3: Spray's size estimate {estimate:.1}, partial view (peer, age) {view:?}");
     assert!(estimate > 1.0 && !view.is_empty());
-    let (_, outview) = h.view(n2n_overlay_spray::spray::PROTOCOL).expect("Spray runs");
-    assert_eq!(outview.len(), view.len(), "the node's arc table and Spray agree");
+    let (_, outview) = h
+        .view(n2n_overlay_spray::spray::PROTOCOL)
+        .expect("Spray runs");
+    assert_eq!(
+        outview.len(),
+        view.len(),
+        "the node's arc table and Spray agree"
+    );
     let (reach, dups) = common::broadcast_all(&nodes, 50, Duration::from_secs(20)).await;
     println!(
         "memory, 20 nodes: ring closed after {cycles} gossip cycles of node 0; broadcast reach {reach:.3}, duplicates per delivery {dups:.2}"

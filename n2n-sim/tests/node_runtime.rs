@@ -66,9 +66,16 @@ fn the_ring_stack_closes_its_ring_and_floods_every_peer() {
     };
     let result = run_node(&config, |_| {});
     let last = result.rows.last().expect("rows");
-    assert_eq!(last.ring, Some(1.0), "every peer's ring arcs are right: {last:?}");
+    assert_eq!(
+        last.ring,
+        Some(1.0),
+        "every peer's ring arcs are right: {last:?}"
+    );
     let b = result.broadcast.expect("broadcasts ran");
     assert_eq!(b.reach_min, 1.0, "{b:?}");
-    assert!(b.duplicates_per_delivery > 0.0, "flooding sends copies: {b:?}");
+    assert!(
+        b.duplicates_per_delivery > 0.0,
+        "flooding sends copies: {b:?}"
+    );
     assert_eq!(last.violations, 0);
 }

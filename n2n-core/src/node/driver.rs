@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn};
 
 use super::core::{Completion, ConnectionId, NodeCore, Output, PathId, SessionId, Ticket};
 use super::events::{self, EventSink};
 use super::handle::{Command, Published, Reply, Shared};
+use super::links::{self, TaskGuard, WriterCmd};
 use super::{Event, Snapshot};
 use crate::identity::PeerId;
 use crate::signal::{Role, SignedSignal};
@@ -32,40 +32,8 @@ const INTERNAL_CAPACITY: usize = 1024;
 /// Signals waiting to be sent on one signaling path.
 const SIGNALING_QUEUE: usize = 256;
 
-/// Aborts a task when dropped, so that a dropped (or killed) node leaves nothing running.
-#[derive(Debug)]
-struct TaskGuard(Option<JoinHandle<()>>);
-
-impl TaskGuard {
-    fn new(handle: JoinHandle<()>) -> Self {
-        Self(Some(handle))
-    }
-
-    /// Lets the task run to its end on its own.
-    fn detach(mut self) {
-        self.0.take();
-    }
-
-    fn is_running(&self) -> bool {
-        self.0.as_ref().is_some_and(|h| !h.is_finished())
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            h.abort();
-        }
-    }
-}
-
-enum WriterCmd {
-    Frame(Bytes),
-    Close,
-}
-
 /// What the spawned tasks report.
-enum Report {
+pub(super) enum Report {
     Frame {
         conn: ConnectionId,
         bytes: Bytes,
@@ -492,59 +460,19 @@ impl Driver {
     fn add_link(&mut self, id: ConnectionId, conn: Box<dyn Connection>) {
         let conn: Arc<dyn Connection> = Arc::from(conn);
         let config = self.core.config();
-        let (control_tx, mut control_rx) = mpsc::channel::<WriterCmd>(config.control_queue);
-        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(config.data_queue);
+        let (control_tx, control_rx) = mpsc::channel::<WriterCmd>(config.control_queue);
+        let (data_tx, data_rx) = mpsc::channel::<Bytes>(config.data_queue);
         self.shared
             .data_queues()
             .insert(conn.remote(), data_tx.clone());
-        let reader = {
-            let conn = conn.clone();
-            let tx = self.reports_tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    match conn.recv().await {
-                        Ok(bytes) => {
-                            if tx.send(Report::Frame { conn: id, bytes }).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            let reason = e.to_string();
-                            let _ = tx.send(Report::ConnLost { conn: id, reason }).await;
-                            break;
-                        }
-                    }
-                }
-            })
-        };
-        let writer = {
-            let conn = conn.clone();
-            let tx = self.reports_tx.clone();
-            tokio::spawn(async move {
-                let mut data_open = true;
-                loop {
-                    let frame = tokio::select! {
-                        biased;
-                        cmd = control_rx.recv() => match cmd {
-                            Some(WriterCmd::Frame(f)) => f,
-                            Some(WriterCmd::Close) | None => {
-                                conn.close().await;
-                                break;
-                            }
-                        },
-                        data = data_rx.recv(), if data_open => match data {
-                            Some(f) => f,
-                            None => { data_open = false; continue; }
-                        },
-                    };
-                    if let Err(e) = conn.send(frame).await {
-                        let reason = e.to_string();
-                        let _ = tx.send(Report::ConnLost { conn: id, reason }).await;
-                        break;
-                    }
-                }
-            })
-        };
+        let reader = links::spawn_reader(conn.clone(), id, self.reports_tx.clone());
+        let writer = links::spawn_writer(
+            conn.clone(),
+            id,
+            control_rx,
+            data_rx,
+            self.reports_tx.clone(),
+        );
         self.links.insert(
             id,
             Link {

@@ -101,6 +101,8 @@ mod driver;
 mod events;
 #[cfg(feature = "tokio")]
 mod handle;
+#[cfg(feature = "tokio")]
+mod links;
 
 #[cfg(feature = "tokio")]
 pub use builder::Builder;
