@@ -126,6 +126,9 @@ pub struct NodeCycle {
     /// With the ring: share of the peers whose ring arcs go to their true
     /// successor and predecessor.
     pub ring: Option<f64>,
+    /// With the ring: the same among the peers with a connection (the ring
+    /// of the peers anyone can reach).
+    pub ring_connected: Option<f64>,
 }
 
 /// Components left after removing a share of the peers at once.
@@ -230,7 +233,9 @@ pub fn run_node(config: &NodeRunConfig, mut progress: impl FnMut(&NodeCycle)) ->
         retries += settle_joins(&mut net, &mut pending, &mut rng, config.ring);
         let mut row = measure(&net, cycle);
         if config.ring {
-            row.ring = Some(node_stack::ring_share(&net));
+            let (all, connected) = node_stack::ring_share(&net);
+            row.ring = Some(all);
+            row.ring_connected = Some(connected);
         }
         progress(&row);
         rows.push(row);
@@ -354,6 +359,7 @@ fn measure(net: &Network, cycle: u32) -> NodeCycle {
         violations,
         steps: net.steps(),
         ring: None,
+        ring_connected: None,
     }
 }
 

@@ -47,11 +47,11 @@ fn node_config(s: &Scenario, signed: bool, ring: bool) -> anyhow::Result<NodeRun
 
 const CSV_HEADER: &str = "cycle,peers,view_mean,view_sd,view_min,view_max,in_sd,empty_views,\
 duplicates_share,strong_count,strong_largest,weak_count,weak_largest,connections,handshakes,\
-bridges_ok,bridges_failed,violations,steps,ring_right";
+bridges_ok,bridges_failed,violations,steps,ring_right,ring_right_connected";
 
 fn csv_row(r: &NodeCycle) -> String {
     format!(
-        "{},{},{:.4},{:.4},{},{},{:.4},{},{:.5},{},{},{},{},{:.3},{},{},{},{},{},{}",
+        "{},{},{:.4},{:.4},{},{},{:.4},{},{:.5},{},{},{},{},{:.3},{},{},{},{},{},{},{}",
         r.cycle,
         r.peers,
         r.view.mean,
@@ -71,7 +71,9 @@ fn csv_row(r: &NodeCycle) -> String {
         r.bridges_failed,
         r.violations,
         r.steps,
-        r.ring.map_or(String::new(), |s| format!("{s:.4}"))
+        r.ring.map_or(String::new(), |s| format!("{s:.4}")),
+        r.ring_connected
+            .map_or(String::new(), |s| format!("{s:.4}"))
     )
 }
 
@@ -97,9 +99,14 @@ pub(crate) fn run(
             write_error.get_or_insert(e);
         }
         if !quiet {
-            let ring = row
-                .ring
-                .map_or(String::new(), |s| format!(", ring right {:.1}%", 100.0 * s));
+            let ring = match (row.ring, row.ring_connected) {
+                (Some(all), Some(connected)) => format!(
+                    ", ring right {:.1}% ({:.1}% of the connected)",
+                    100.0 * all,
+                    100.0 * connected
+                ),
+                _ => String::new(),
+            };
             eprintln!(
                 "cycle {:>3}: mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}{ring}",
                 row.cycle, row.view.mean, row.view.std_dev, row.in_degree.std_dev, row.strong.count
@@ -156,15 +163,20 @@ pub(crate) fn run(
         last.steps as f64 / cpu,
     );
     if let Some(b) = &result.broadcast {
-        let closed = result
-            .rows
-            .iter()
-            .find(|r| r.ring == Some(1.0))
-            .map_or("never".to_string(), |r| format!("at cycle {}", r.cycle));
+        let closed = |f: fn(&NodeCycle) -> Option<f64>| {
+            result
+                .rows
+                .iter()
+                .find(|r| f(r) == Some(1.0))
+                .map_or("never".to_string(), |r| format!("at cycle {}", r.cycle))
+        };
         text += &format!(
-            "ring: right at {:.2}% of the peers after the last cycle, closed {closed}\n\
+            "ring: right at {:.2}% of the peers after the last cycle (closed {}), at {:.2}% of the connected peers (closed {})\n\
              broadcasts: {}, reach mean {:.4} (min {:.4}), {:.2} duplicate copies per delivery, {:.0} ms to the last copy (mean)\n",
             100.0 * last.ring.unwrap_or(0.0),
+            closed(|r| r.ring),
+            100.0 * last.ring_connected.unwrap_or(0.0),
+            closed(|r| r.ring_connected),
             b.count,
             b.reach_mean,
             b.reach_min,

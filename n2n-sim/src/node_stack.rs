@@ -36,9 +36,22 @@ pub(crate) fn ring_overlay(local: PeerId, delta: Duration) -> Box<dyn DynOverlay
     Box::new(Erased::new(ring::State::new(local, config)))
 }
 
-/// Share of the peers whose ring successor and predecessor are right.
-pub(crate) fn ring_share(net: &Network) -> f64 {
-    let mut sorted: Vec<PeerId> = (0..net.len()).map(|i| net.peer(i)).collect();
+/// Share of the peers whose ring successor and predecessor are right, among
+/// all peers and among the peers with at least one connection (a peer that
+/// no one can reach cannot be on anyone's ring; its neighbours on the ring of
+/// connected peers are the next ones).
+pub(crate) fn ring_share(net: &Network) -> (f64, f64) {
+    let all: Vec<usize> = (0..net.len()).collect();
+    let connected: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| net.core(i).neighbours().next().is_some())
+        .collect();
+    (share_right(net, &all), share_right(net, &connected))
+}
+
+fn share_right(net: &Network, members: &[usize]) -> f64 {
+    let mut sorted: Vec<PeerId> = members.iter().map(|&i| net.peer(i)).collect();
     sorted.sort_by_key(ring::position);
     let n = sorted.len();
     let right = sorted
