@@ -4,9 +4,9 @@
 //! applied at once, as PeerSim's cycle-driven engine).
 //!
 //! The network is built outside the timed part through the engines' public
-//! entry points (`add_peer`, `join`, `run_for`): the peer count doubles
-//! every simulated second (each newcomer joins a random member), then the
-//! network runs two shuffle periods more. The timed part is one shuffle
+//! entry points (`add_peer`, `join_at`, `run_until`), with the arrivals of
+//! `n2n-sim/scenarios/scale-100k.toml` (one by one, ever closer), so that
+//! the cycles measured are those of the simulator's own summary. The timed part is one shuffle
 //! period Δ of simulated time (`run_for(Δ)`), in which every peer shuffles
 //! once: criterion reports the wall time per cycle, and the bench prints,
 //! over every timed iteration, the CPU time per cycle (this process's user
@@ -34,21 +34,39 @@ fn peer(id: u32, seed: u64) -> Spray {
     spray::State::new(id, spray::Config::default(), SimRng::seed_from(seed))
 }
 
+/// Builds the network as `n2n-sim/scenarios/scale-100k.toml` does: peers
+/// arrive one by one, 300 ms apart up to 1000 members, then ever closer
+/// (the interval shrinks in proportion to the size), each joining a member
+/// drawn at random; then two shuffle periods more, so that every peer's
+/// shuffle timer is armed and spread over the period.
 fn grow<N: Network<Overlay = Spray>>(net: &mut N, peers: usize) {
+    const INTERVAL: Duration = Duration::from_millis(300);
+    const SPEED_UP_FROM: usize = 1000;
+    const WINDOW: Duration = Duration::from_secs(1);
     net.add_peer();
+    let mut at = net.now();
     while net.len() < peers {
-        let batch = net.len().min(peers - net.len());
-        let contacts: Vec<u32> = (0..batch)
-            .map(|_| net.random_member().expect("a member"))
-            .collect();
-        for contact in contacts {
-            let newcomer = net.add_peer();
-            net.join(newcomer, contact);
+        // Schedules the arrivals of the next second, then runs it; the
+        // contacts are drawn among the members before it.
+        let end = net.now() + WINDOW;
+        let mut newcomers = Vec::new();
+        while at < end && net.len() + newcomers.len() < peers {
+            let size = net.len() + newcomers.len();
+            let interval = if size < SPEED_UP_FROM {
+                INTERVAL
+            } else {
+                INTERVAL.mul_f64(SPEED_UP_FROM as f64 / size as f64)
+            };
+            at += interval;
+            newcomers.push(at);
         }
-        net.run_for(Duration::from_secs(1));
+        for when in newcomers {
+            let contact = net.random_member().expect("a member");
+            let newcomer = net.add_peer();
+            net.join_at(newcomer, contact, when);
+        }
+        net.run_until(end);
     }
-    // Two shuffle periods: every peer's shuffle timer is armed, spread over
-    // the period, and each simulated second holds its share of exchanges.
     net.run_for(2 * delta());
 }
 

@@ -20,10 +20,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes, check_key};
 
 /// Settings of a client. In a stack file: the `[signaling]` section with
 /// `name = "ws"`, `url`, `room`, and durations in milliseconds.
+/// [`WsSignaling::connect`] checks them first ([`ClientConfig::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
@@ -59,6 +60,72 @@ mod millis {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Longest duration setting accepted: a day.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A client setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ws client setting `{field}`: {message}")]
+pub struct ClientConfigError {
+    /// The setting, as named in the stack file.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ClientConfig {
+    /// Checks that the settings can work.
+    ///
+    /// # Errors
+    /// A [`ClientConfigError`] naming the first setting that cannot work: a
+    /// zero or over-a-day duration, `backoff_min` over `backoff_max`, a zero
+    /// queue, a `max_frame` below the largest server frame
+    /// ([`crate::server::MIN_MAX_FRAME`]).
+    pub fn validate(&self) -> Result<(), ClientConfigError> {
+        let err = |field, message: String| Err(ClientConfigError { field, message });
+        let durations = [
+            (
+                "connect_timeout_ms",
+                self.connect_timeout,
+                Duration::from_millis(1),
+            ),
+            ("backoff_min_ms", self.backoff_min, Duration::from_millis(1)),
+            ("backoff_max_ms", self.backoff_max, Duration::from_millis(1)),
+            ("keepalive_ms", self.keepalive, Duration::from_millis(10)),
+        ];
+        for (field, value, min) in durations {
+            if value < min || value > MAX_DURATION {
+                return err(
+                    field,
+                    format!(
+                        "{} ms is outside {} ms to {} ms",
+                        value.as_millis(),
+                        min.as_millis(),
+                        MAX_DURATION.as_millis()
+                    ),
+                );
+            }
+        }
+        if self.backoff_min > self.backoff_max {
+            return err("backoff_min_ms", "must not exceed backoff_max_ms".into());
+        }
+        if self.queue == 0 {
+            return err("queue", "must be greater than 0".into());
+        }
+        if self.max_frame < crate::server::MIN_MAX_FRAME {
+            return err(
+                "max_frame",
+                format!(
+                    "{} bytes cannot carry the largest signal ({} bytes at least)",
+                    self.max_frame,
+                    crate::server::MIN_MAX_FRAME
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -178,7 +245,18 @@ async fn dial(
             .await
             .map_err(|e| SignalingError::Other(e.to_string()))?;
         match next_server_message(&mut ws).await? {
-            ServerMessage::Welcome { contact } => Ok(Joined { ws, contact }),
+            ServerMessage::Welcome { contact } => {
+                // A server that hands out a weak key would have us dial a peer
+                // anybody can impersonate.
+                if let Some(c) = &contact
+                    && let Err(e) = check_key(c)
+                {
+                    return Err(SignalingError::Other(format!(
+                        "the server gave an unusable contact {c}: {e}"
+                    )));
+                }
+                Ok(Joined { ws, contact })
+            }
             ServerMessage::Error { code, message } => Err(refused(code, &message)),
             other => Err(SignalingError::Other(format!(
                 "expected a welcome, got {other:?}"
@@ -190,21 +268,52 @@ async fn dial(
         .map_err(|_| SignalingError::Timeout)?
 }
 
+/// Dials; a join refused with `join_rate_limited` (an address shared by many
+/// clients, say) is tried again with backoff, for one `connect_timeout` at most.
+async fn dial_patiently(
+    url: &str,
+    room: &str,
+    keypair: &Keypair,
+    config: &ClientConfig,
+) -> Result<Joined, SignalingError> {
+    let give_up = tokio::time::Instant::now() + config.connect_timeout;
+    let mut delay = config.backoff_min;
+    loop {
+        match dial(url, room, keypair, config).await {
+            Err(SignalingError::Refused(reason))
+                if reason.starts_with(ErrorCode::JoinRateLimited.as_str())
+                    && tokio::time::Instant::now() + delay < give_up =>
+            {
+                debug!(%reason, ?delay, "join rate-limited; trying again");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(config.backoff_max);
+            }
+            other => return other,
+        }
+    }
+}
+
 impl WsSignaling {
     /// Connects to the server at `url` (`ws://host:port`), proves ownership of
     /// `keypair`'s peer id, and joins `room`.
     ///
     /// # Errors
     /// [`SignalingError::Unreachable`] if the server cannot be reached,
-    /// [`SignalingError::Refused`] if it refuses (full, bad authentication),
-    /// [`SignalingError::Timeout`] after [`ClientConfig::connect_timeout`].
+    /// [`SignalingError::Refused`] if it refuses (full, bad authentication;
+    /// `join_rate_limited` is tried again for one `connect_timeout`),
+    /// [`SignalingError::Timeout`] after [`ClientConfig::connect_timeout`],
+    /// [`SignalingError::Other`] for settings that cannot work
+    /// ([`ClientConfig::validate`]).
     pub async fn connect(
         url: &str,
         room: &str,
         keypair: &Keypair,
         config: ClientConfig,
     ) -> Result<Arc<Self>, SignalingError> {
-        let joined = dial(url, room, keypair, &config).await?;
+        config
+            .validate()
+            .map_err(|e| SignalingError::Other(e.to_string()))?;
+        let joined = dial_patiently(url, room, keypair, &config).await?;
         info!(%url, %room, contact = ?joined.contact.map(|c| c.short()), "joined signaling room");
         let (out_tx, out_rx) = mpsc::channel(config.queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(config.queue.max(1));
@@ -274,7 +383,14 @@ async fn run(
     incoming: mpsc::Sender<SignedSignal>,
     last_error: Arc<Mutex<Option<(ErrorCode, String)>>>,
 ) {
-    let keepalive = config.keepalive.max(Duration::from_millis(10));
+    // Validated, and clamped anyway: no setting may make the task panic.
+    let keepalive = config
+        .keepalive
+        .clamp(Duration::from_millis(10), MAX_DURATION);
+    let silence = keepalive.saturating_mul(3);
+    // Counters of what a server may send without limit; logged on powers of
+    // two so that it cannot flood our logs.
+    let (mut dropped, mut notes) = (0u64, 0u64);
     loop {
         // Serve the connection until it drops.
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
@@ -283,7 +399,7 @@ async fn run(
         let refused_for_good = loop {
             tokio::select! {
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > keepalive * 3 {
+                    if last_heard.elapsed() > silence {
                         warn!("the signaling server went silent; reconnecting");
                         break false;
                     }
@@ -307,18 +423,29 @@ async fn run(
                     Ok(None) => last_heard = tokio::time::Instant::now(),
                     Ok(Some(ServerMessage::Signal { signal })) => {
                         last_heard = tokio::time::Instant::now();
-                        if incoming.try_send(signal).is_err() {
-                            warn!("incoming signal queue full; signal dropped");
+                        // A signal by a weak key proves nothing: drop it here.
+                        let weak = check_key(&signal.signal.from).is_err();
+                        if weak || incoming.try_send(signal).is_err() {
+                            dropped += 1;
+                            if dropped.is_power_of_two() {
+                                warn!(dropped, weak, "incoming signal dropped (queue full or weak author key)");
+                            }
                         }
                     }
                     Ok(Some(ServerMessage::Error { code, message })) => {
                         last_heard = tokio::time::Instant::now();
-                        debug!(%code, %message, "the signaling server refused a frame");
+                        notes += 1;
+                        if notes.is_power_of_two() {
+                            debug!(%code, %message, notes, "the signaling server refused a frame");
+                        }
                         *last_error.lock().expect("error lock") = Some((code, message));
                     }
                     Ok(Some(other)) => {
                         last_heard = tokio::time::Instant::now();
-                        debug!(?other, "unexpected server message ignored");
+                        notes += 1;
+                        if notes.is_power_of_two() {
+                            debug!(?other, notes, "unexpected server message ignored");
+                        }
                     }
                     Err(SignalingError::Refused(reason)) => {
                         warn!(%reason, "signaling server closed the connection");
@@ -344,17 +471,30 @@ async fn run(
                     info!(%url, %room, "reconnected to the signaling server");
                     break joined.ws;
                 }
-                Err(SignalingError::Refused(reason)) if !reason.contains("server closed") => {
+                Err(SignalingError::Refused(reason))
+                    if !reason.contains("server closed") && !retryable(&reason) =>
+                {
                     warn!(%reason, "signaling server refuses us; giving up");
                     return;
                 }
                 Err(e) => {
                     debug!(error = %e, ?delay, "reconnection failed");
-                    delay = (delay * 2).min(config.backoff_max);
+                    delay = delay.saturating_mul(2).min(config.backoff_max);
                 }
             }
         };
     }
+}
+
+/// Whether a refusal (`"<code>: <message>"`) may pass by itself: a full or
+/// busy server, a join rate limit.
+fn retryable(reason: &str) -> bool {
+    ErrorCode::ALL.iter().any(|c| {
+        c.is_retryable()
+            && reason
+                .strip_prefix(c.as_str())
+                .is_some_and(|rest| rest.starts_with(':'))
+    })
 }
 
 #[async_trait]
@@ -384,5 +524,66 @@ impl Signaling for WsSignaling {
             .recv()
             .await
             .ok_or(SignalingError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        ClientConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_named() {
+        let field = |c: ClientConfig| c.validate().unwrap_err().field;
+        let d = ClientConfig::default;
+        let huge = Duration::from_millis(u64::MAX);
+        assert_eq!(
+            field(ClientConfig {
+                keepalive: huge,
+                ..d()
+            }),
+            "keepalive_ms"
+        );
+        assert_eq!(
+            field(ClientConfig {
+                backoff_max: huge,
+                ..d()
+            }),
+            "backoff_max_ms"
+        );
+        assert_eq!(
+            field(ClientConfig {
+                backoff_min: Duration::ZERO,
+                ..d()
+            }),
+            "backoff_min_ms"
+        );
+        assert_eq!(
+            field(ClientConfig {
+                backoff_min: Duration::from_secs(20),
+                ..d()
+            }),
+            "backoff_min_ms"
+        );
+        assert_eq!(field(ClientConfig { queue: 0, ..d() }), "queue");
+        assert_eq!(
+            field(ClientConfig {
+                max_frame: 1024,
+                ..d()
+            }),
+            "max_frame"
+        );
+    }
+
+    #[test]
+    fn busy_refusals_are_retried_and_others_are_not() {
+        assert!(retryable("join_rate_limited: too many joins"));
+        assert!(retryable("server_full: the server is full"));
+        assert!(!retryable("authentication_failed: bad"));
+        assert!(!retryable("join_rate_limitedx: no"));
     }
 }

@@ -27,21 +27,43 @@
 //! 5. A refused frame gets `{"type":"error","code":"<code>","message":"..."}`
 //!    ([`protocol::ErrorCode`]: `bad_frame`, `frame_too_large`, `bad_signature`,
 //!    `impersonation`, `unknown_peer`, `rate_limited`, `room_full`, `server_full`,
-//!    `idle_timeout`…); fatal ones are followed by a close frame whose reason is
-//!    the code. The server forgets a peer when its socket closes.
+//!    `idle_timeout`, `recipient_busy`, `replaced`, `shutting_down`,
+//!    `unexpected`, `slow_reader`, `join_rate_limited`); fatal ones are followed
+//!    by a close frame whose reason is the code. The server forgets a peer when
+//!    its socket closes.
 //!
 //! # Limits
 //!
-//! [`server::Config`]: frame size, signals per second per client, clients per
-//! room and in total, rooms, idle timeout, authentication timeout, per-client
-//! queue. A misbehaving client only ever loses its own connection. Any frame,
-//! a WebSocket ping included, counts as activity for the idle timeout; the
-//! client pings every `keepalive_ms` so that a quiet member stays joined.
+//! [`server::Config`] lists every limit with its default: frame size (160 KiB,
+//! enough for the largest signal n2n-core allows), signals per second per
+//! client, clients per room and in total, rooms, a pool of connections not yet
+//! joined apart from the clients, connections per source address, joins per
+//! second per source and per room (`join_rate_limited`), one deadline for the
+//! upgrade and the hello, the idle timeout, and per-client queues bounded in
+//! frames and in bytes (a client that reads too slowly is closed with
+//! `slow_reader`). A misbehaving client only ever loses its own connection;
+//! refusals that are not its fault (`unknown_peer`, `recipient_busy`) do not
+//! count against its error budget. Any frame, a WebSocket ping included,
+//! counts as activity for the idle timeout; the client pings every
+//! `keepalive_ms` so that a quiet member stays joined.
+//!
+//! Keys are checked strictly: a weak (small-order) ed25519 key cannot join,
+//! and the hello signature is verified with `verify_strict`. Close codes follow
+//! RFC 6455: 1007 for a text frame that is not UTF-8, 1002 for a WebSocket
+//! protocol violation, 1009 for a frame over the limit, 1008 for other faults,
+//! 1013 for a full server or a join rate limit; a client's close is echoed.
+//!
+//! `n2n-signal --metrics ADDR` serves the counters (connections accepted and
+//! refused by reason, joins, refusals by code, signals and bytes relayed, queue
+//! drops, suppressed log lines) at `http://ADDR/metrics` in the Prometheus
+//! text format.
 //!
 //! # Running the server by hand
 //!
 //! ```sh
 //! cargo run --release -p n2n-signal-ws --bin n2n-signal -- --listen 127.0.0.1:7000
+//! # with Prometheus counters at http://127.0.0.1:9100/metrics (keep it private)
+//! cargo run --release -p n2n-signal-ws --bin n2n-signal -- --listen 0.0.0.0:7000 --metrics 127.0.0.1:9100
 //! ```
 //!
 //! # Plugin

@@ -21,6 +21,47 @@ pub fn challenge_bytes(nonce: &[u8; 32], room: &str) -> Vec<u8> {
     out
 }
 
+/// Why a key or a signature was refused by [`verify_strict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The bytes are not an ed25519 public key.
+    #[error("not an ed25519 public key")]
+    Invalid,
+    /// The key has small order: signatures "verify" for it without any secret.
+    #[error("a weak (small-order) ed25519 key")]
+    Weak,
+    /// The signature does not verify under the strict rules.
+    #[error("the signature does not verify")]
+    BadSignature,
+}
+
+/// Checks that `peer` is a usable ed25519 key: a valid point, not of small
+/// order (such as `0100…00`, for which signatures verify without a secret).
+///
+/// # Errors
+/// [`KeyError::Invalid`] or [`KeyError::Weak`].
+pub fn check_key(peer: &PeerId) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
+    let key =
+        ed25519_dalek::VerifyingKey::from_bytes(peer.as_bytes()).map_err(|_| KeyError::Invalid)?;
+    if key.is_weak() {
+        return Err(KeyError::Weak);
+    }
+    Ok(key)
+}
+
+/// Verifies `signature` over `message` by `peer` strictly: a weak key is
+/// refused, and so are non-canonical or small-order signature points
+/// (`verify_strict`).
+///
+/// # Errors
+/// See [`KeyError`].
+pub fn verify_strict(peer: &PeerId, message: &[u8], signature: &[u8; 64]) -> Result<(), KeyError> {
+    check_key(peer)?
+        .verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+        .map_err(|_| KeyError::BadSignature)
+}
+
 /// What a server sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -105,9 +146,46 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A message that is not allowed now (a signal before joining, a second hello).
     Unexpected,
+    /// The client's queue exceeded its budget (it reads too slowly); a close follows.
+    SlowReader,
+    /// Too many joins from this source address or into this room; retry later.
+    JoinRateLimited,
 }
 
 impl ErrorCode {
+    /// Every code, in the order of the documentation.
+    pub const ALL: [Self; 16] = [
+        Self::BadFrame,
+        Self::FrameTooLarge,
+        Self::AuthenticationFailed,
+        Self::BadSignature,
+        Self::Impersonation,
+        Self::UnknownPeer,
+        Self::RateLimited,
+        Self::RoomFull,
+        Self::ServerFull,
+        Self::IdleTimeout,
+        Self::RecipientBusy,
+        Self::Replaced,
+        Self::ShuttingDown,
+        Self::Unexpected,
+        Self::SlowReader,
+        Self::JoinRateLimited,
+    ];
+
+    /// Whether a join refused with this code may succeed later unchanged (the
+    /// server is full or busy), as opposed to a refusal of the client itself.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RoomFull
+                | Self::ServerFull
+                | Self::JoinRateLimited
+                | Self::ShuttingDown
+                | Self::IdleTimeout
+        )
+    }
+
     /// The code as written on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -125,6 +203,8 @@ impl ErrorCode {
             Self::Replaced => "replaced",
             Self::ShuttingDown => "shutting_down",
             Self::Unexpected => "unexpected",
+            Self::SlowReader => "slow_reader",
+            Self::JoinRateLimited => "join_rate_limited",
         }
     }
 }
@@ -175,6 +255,44 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn small_order_keys_are_refused_and_real_ones_verify() {
+        use rand::SeedableRng;
+        // The identity point, and R = identity with S = 0, which the lax
+        // check accepts for any message.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let weak = PeerId::from_bytes(weak);
+        assert!(
+            weak.verify(b"anything", &forged).is_ok(),
+            "the lax check is fooled"
+        );
+        assert_eq!(
+            verify_strict(&weak, b"anything", &forged),
+            Err(KeyError::Weak)
+        );
+        let k = n2n_core::Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let sig = k.sign(b"hello");
+        assert_eq!(verify_strict(&k.peer_id(), b"hello", &sig), Ok(()));
+        assert_eq!(
+            verify_strict(&k.peer_id(), b"other", &sig),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for c in ErrorCode::ALL {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+        }
     }
 
     #[test]

@@ -91,6 +91,43 @@ async fn the_binary_reads_its_limits_from_a_config_file() {
     assert!(stderr.contains("max_clients"), "{stderr}");
 }
 
+#[tokio::test]
+async fn the_binary_serves_metrics_with_the_metrics_flag() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_n2n-signal"))
+        .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap();
+    let url = url.strip_prefix("listening on ").unwrap().to_string();
+    let metrics = lines.next().unwrap().unwrap();
+    let addr = metrics
+        .strip_prefix("metrics on http://")
+        .and_then(|m| m.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected line {metrics:?}"))
+        .to_string();
+    let key = |s| Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(s));
+    let _a = WsSignaling::connect(&url, "room", &key(1), ClientConfig::default())
+        .await
+        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr.as_str()).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("n2n_signal_joins_total 1"), "{body}");
+    assert!(
+        body.contains("# TYPE n2n_signal_refusals_total counter"),
+        "{body}"
+    );
+    stop(&mut child).await;
+}
+
 /// Sends SIGINT and waits (at most 10 s) for a clean exit.
 async fn stop(child: &mut std::process::Child) {
     let status = Command::new("kill")

@@ -42,6 +42,36 @@ struct Args {
     /// Seconds of silence before a client is disconnected.
     #[arg(long)]
     idle_timeout_secs: Option<u64>,
+    /// Serve Prometheus counters at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Connections not yet joined, from all sources, at most.
+    #[arg(long)]
+    max_pending: Option<usize>,
+    /// Connections not yet joined from one source address at most.
+    #[arg(long)]
+    max_pending_per_source: Option<usize>,
+    /// Connections from one source address at most.
+    #[arg(long)]
+    max_connections_per_source: Option<usize>,
+    /// Joins per second one source address may make (bursts: --join-burst-per-source).
+    #[arg(long)]
+    joins_per_second_per_source: Option<u32>,
+    /// Joins one source address may make in a burst.
+    #[arg(long)]
+    join_burst_per_source: Option<u32>,
+    /// Joins per second into one room (bursts: --join-burst-per-room).
+    #[arg(long)]
+    joins_per_second_per_room: Option<u32>,
+    /// Joins into one room in a burst.
+    #[arg(long)]
+    join_burst_per_room: Option<u32>,
+    /// Bytes waiting for one client at most; a slower reader is disconnected.
+    #[arg(long)]
+    client_queue_bytes: Option<usize>,
+    /// Apply the per-source and per-room limits to loopback clients too.
+    #[arg(long)]
+    limit_loopback: bool,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -83,6 +113,46 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(v) = args.idle_timeout_secs {
         config.idle_timeout = std::time::Duration::from_secs(v);
     }
+    if let Some(v) = args.metrics {
+        config.metrics = Some(v);
+    }
+    let set = |field: &mut usize, v: Option<usize>| {
+        if let Some(v) = v {
+            *field = v;
+        }
+    };
+    set(&mut config.max_pending, args.max_pending);
+    set(
+        &mut config.max_pending_per_source,
+        args.max_pending_per_source,
+    );
+    set(
+        &mut config.max_connections_per_source,
+        args.max_connections_per_source,
+    );
+    set(&mut config.client_queue_bytes, args.client_queue_bytes);
+    let set = |field: &mut u32, v: Option<u32>| {
+        if let Some(v) = v {
+            *field = v;
+        }
+    };
+    set(
+        &mut config.joins_per_second_per_source,
+        args.joins_per_second_per_source,
+    );
+    set(
+        &mut config.join_burst_per_source,
+        args.join_burst_per_source,
+    );
+    set(
+        &mut config.joins_per_second_per_room,
+        args.joins_per_second_per_room,
+    );
+    set(&mut config.join_burst_per_room, args.join_burst_per_room);
+    if args.limit_loopback {
+        config.limit_loopback = true;
+    }
+    config.validate()?;
     Ok(config)
 }
 
@@ -95,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let server = Server::bind(config(&args)?).await?;
     println!("listening on {}", server.url());
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
