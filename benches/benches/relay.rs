@@ -53,7 +53,7 @@ const MESSAGE: usize = 1024;
 /// A, B and C with B's application forwarding A's messages to C.
 struct N2nRelay {
     trio: Trio,
-    c_events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    c_events: tokio::sync::Mutex<n2n_core::node::Events>,
 }
 
 impl N2nRelay {
@@ -464,7 +464,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 struct N2nProbe {
     trio: Trio,
     probe: Arc<Probe>,
-    c_events: mpsc::Receiver<Event>,
+    c_events: n2n_core::node::Events,
 }
 
 impl N2nProbe {

@@ -28,9 +28,9 @@ use benches::{bare, bench_mode, runtime, within};
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use n2n_core::memory::MemorySignalingHub;
-use n2n_core::node::{Event, Node};
+use n2n_core::node::Node;
 use n2n_transport_webrtc::webrtc::data::data_channel::DataChannel;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, Notify};
 
 const BARE_MESSAGE: usize = 16 * 1024;
 const MAX_BUFFERED: usize = 1 << 20;
@@ -43,7 +43,7 @@ fn total_bytes() -> usize {
 struct N2nPair {
     a: Node,
     c: Node,
-    c_events: Mutex<mpsc::Receiver<Event>>,
+    c_events: Mutex<n2n_core::node::Events>,
 }
 
 impl N2nPair {

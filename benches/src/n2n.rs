@@ -10,7 +10,6 @@ use n2n_core::node::{Builder, Config, Event, Node};
 use n2n_core::{Keypair, PeerId, ProtocolId, Transport};
 use n2n_transport_webrtc::WebRtcTransport;
 use rand::SeedableRng;
-use tokio::sync::mpsc;
 
 use crate::within;
 
@@ -63,7 +62,7 @@ pub fn node(seed: u64, transport: Arc<dyn Transport>) -> Node {
 ///
 /// # Panics
 /// If the node stops or no message comes within [`crate::WAIT`].
-pub async fn next_message(events: &mut mpsc::Receiver<Event>) -> (PeerId, Bytes) {
+pub async fn next_message(events: &mut n2n_core::node::Events) -> (PeerId, Bytes) {
     within("n2n message", async {
         loop {
             match events.recv().await.expect("node alive") {

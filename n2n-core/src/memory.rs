@@ -255,10 +255,19 @@ impl Transport for MemoryTransport {
 }
 
 /// A signaling server in memory: peers attach to it and exchange signals.
+///
+/// Its contact for a joining peer ([`Signaling::join`]) is an attached peer
+/// drawn at random from a seeded RNG ([`MemorySignalingHub::with_seed`]; seed
+/// 0 by default), as a server picking among its members would: handing out
+/// always the earliest peer builds thin, star-like overlays.
+/// [`MemorySignalingHub::earliest_contact`] restores that for tests that need
+/// to know the contact.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySignalingHub {
     members: Arc<Mutex<BTreeMap<PeerId, mpsc::Sender<SignedSignal>>>>,
     order: Arc<Mutex<Vec<PeerId>>>,
+    /// `None`: the earliest attached peer is the contact.
+    contact_rng: Arc<Mutex<Option<rand_chacha::ChaCha8Rng>>>,
 }
 
 /// One peer's attachment to a [`MemorySignalingHub`].
@@ -270,8 +279,24 @@ pub struct MemorySignaling {
 }
 
 impl MemorySignalingHub {
-    /// A new, empty hub.
+    /// A new, empty hub handing out random contacts (seed 0).
     pub fn new() -> Self {
+        Self::with_seed(0)
+    }
+
+    /// A new, empty hub whose random contacts are drawn with `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            contact_rng: Arc::new(Mutex::new(Some(rand_chacha::ChaCha8Rng::seed_from_u64(
+                seed,
+            )))),
+            ..Self::default()
+        }
+    }
+
+    /// A new, empty hub whose contact is always the earliest attached peer.
+    pub fn earliest_contact() -> Self {
         Self::default()
     }
 
@@ -308,16 +333,27 @@ impl Signaling for MemorySignaling {
         "memory"
     }
 
-    /// The contact is the earliest attached peer other than us.
+    /// The contact is an attached peer other than us: drawn at random, or
+    /// the earliest (see [`MemorySignalingHub`]).
     async fn join(&self) -> Result<Option<PeerId>, SignalingError> {
-        Ok(self
+        use rand::Rng;
+        let others: Vec<PeerId> = self
             .hub
             .order
             .lock()
             .expect("hub lock")
             .iter()
-            .find(|p| **p != self.local)
-            .copied())
+            .filter(|p| **p != self.local)
+            .copied()
+            .collect();
+        if others.is_empty() {
+            return Ok(None);
+        }
+        let i = match self.hub.contact_rng.lock().expect("hub lock").as_mut() {
+            Some(rng) => rng.random_range(0..others.len()),
+            None => 0,
+        };
+        Ok(Some(others[i]))
     }
 
     async fn send(&self, signal: SignedSignal) -> Result<(), SignalingError> {

@@ -21,13 +21,52 @@
 //!         match output {
 //!             Output::Send { .. } => { /* send over the connection */ }
 //!             Output::OpenArc { .. } | Output::CloseArc { .. } => { /* arc bookkeeping */ }
-//!             Output::Bridge { .. } => { /* bridge protocol */ }
+//!             Output::Bridge { .. } | Output::Connect { .. } => { /* bridge protocol */ }
+//!             Output::Sample { .. } => { /* ask another overlay of the node */ }
 //!             Output::SetTimer { .. } => { /* schedule */ }
-//!             Output::StateChanged(_) => {}
+//!             _ => {}
 //!         }
 //!     }
 //! }
 //! ```
+//!
+//! # Writing an overlay: the rules the node follows
+//!
+//! An overlay decides; the node keeps the books. The node tracks every arc
+//! exactly (its inview, outview and connection state are in
+//! [`crate::node::Snapshot`], `NodeHandle::view` and the
+//! [`crate::node::Event::OverlayState`] events it computes itself), so an
+//! overlay keeps only what its decisions need. What the node does:
+//!
+//! - **Joining.** `Input::Join { contact }` comes when the application joins
+//!   this overlay through a neighbour (`NodeHandle::join`, after a signaling
+//!   round trip, or `NodeHandle::join_via` on an existing connection). The
+//!   first peer of a network never gets one: it has nobody to join.
+//! - **Arcs.** Every arc of this overlay that opens or closes is reported
+//!   once, as `Input::ArcOpened` / `Input::ArcClosed` — including the arcs
+//!   the overlay opened or closed itself (`Output::OpenArc`, `CloseArc`,
+//!   `Connect`, a `Bridge` it asked for), arcs opened by the application with
+//!   this overlay's id, and incoming arcs the overlay never asked for (a
+//!   remote's `OpenArc`). Count on these inputs, never on the outputs.
+//! - **Reaching a peer.** `OpenArc` and `Send` need a connection: to a peer
+//!   heard of but not connected, use `Output::Connect { via, to }` (a
+//!   neighbour `via` that is connected to `to` relays the handshake; then
+//!   one arc to `to` opens). A failure comes back as `Input::ConnectFailed`;
+//!   a `Send` that could not go out as `Input::SendFailed`.
+//! - **Bridges.** `Output::Bridge { from, to }` makes neighbour `from` open
+//!   an arc to `to`. On failure the asker gets `Input::BridgeFailed`; on
+//!   success nothing (the arc is `from`'s, this peer only relayed). The peer
+//!   that opened the arc sees `Input::ArcOpened`, the target too.
+//! - **Connections.** `Input::Connected` / `Input::Disconnected` report the
+//!   node's transport connections (with or without arcs of this overlay).
+//! - **Layering.** `Output::Sample { overlay, k, tag }` asks another overlay
+//!   of the same node for up to `k` peers ([`Overlay::peers`]); the answer
+//!   comes as `Input::Sampled` with the same `tag`, an error if the node runs
+//!   no such overlay.
+//! - **The application** reaches an overlay's own methods through
+//!   `NodeHandle::query` and `NodeHandle::command`, and reads its peer
+//!   sample with `NodeHandle::peers`.
+//! - Messages (`Input::Message`) are untrusted bytes: decode without panic.
 
 use crate::time::Instant;
 use std::fmt;
@@ -70,6 +109,7 @@ impl ConnectionState {
 
 /// What the environment tells an overlay.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Input<P, T> {
     /// Command: join the overlay through `contact`, to which the node is connected
     /// (a transport connection exists, with no arc of this overlay yet).
@@ -120,10 +160,38 @@ pub enum Input<P, T> {
     },
     /// A timer set with `Output::SetTimer` fired.
     Timer(T),
+    /// A transport connection to `peer` is up (it carries no arc of this
+    /// overlay yet).
+    Connected {
+        /// The neighbour.
+        peer: P,
+    },
+    /// The connection to `peer` is gone (its arcs were reported closed first).
+    Disconnected {
+        /// The former neighbour.
+        peer: P,
+    },
+    /// An `Output::Send` could not go out (no connection to `to`).
+    SendFailed {
+        /// The intended recipient.
+        to: P,
+        /// Why.
+        reason: String,
+    },
+    /// The answer to `Output::Sample`.
+    Sampled {
+        /// The overlay that was asked.
+        overlay: ProtocolId,
+        /// The tag of the request.
+        tag: u64,
+        /// Its peers, or why there are none (the node runs no such overlay).
+        result: Result<Vec<P>, String>,
+    },
 }
 
 /// What an overlay asks of the environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output<P, T> {
     /// Send an overlay message to a connected peer.
     Send {
@@ -158,8 +226,30 @@ pub enum Output<P, T> {
         /// Which timer.
         timer: T,
     },
-    /// The overlay's connection state changed.
+    /// The overlay's connection state changed. Optional: the node computes
+    /// the state from its own arc table and ignores this.
     StateChanged(ConnectionState),
+    /// Reach `to`, a peer this one is not (or may not be) connected to,
+    /// through neighbour `via`, and open one arc to it: `via` relays the
+    /// handshake (the overlay-side `NodeHandle::request_bridge`). If already
+    /// connected, only the arc opens. Success comes as `Input::ArcOpened`,
+    /// failure as `Input::ConnectFailed`.
+    Connect {
+        /// The neighbour that relays.
+        via: P,
+        /// The peer to reach.
+        to: P,
+    },
+    /// Ask overlay `overlay` of the same node for up to `k` peers
+    /// ([`Overlay::peers`]); the answer comes as `Input::Sampled` with `tag`.
+    Sample {
+        /// The overlay to ask.
+        overlay: ProtocolId,
+        /// How many peers at most.
+        k: usize,
+        /// Repeated in the answer.
+        tag: u64,
+    },
 }
 
 /// A sans-IO overlay protocol.
@@ -176,14 +266,25 @@ pub trait Overlay<P>: Send + 'static {
     /// Next output, in the order produced; `None` when there is nothing to do.
     fn poll_output(&mut self) -> Option<Output<P, Self::Timer>>;
 
+    /// Up to `k` distinct peers sampled from the overlay's view (peer
+    /// sampling); what other overlays get with `Output::Sample`.
+    fn peers(&mut self, k: usize) -> Vec<P>;
+
+    /// The overlays of the same node this one asks for samples
+    /// (`Output::Sample`): building a node without them is an error.
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        Vec::new()
+    }
+}
+
+/// An overlay that keeps its own copy of its arcs, for drivers without a
+/// node's arc table (the simulator's engines). The node never asks.
+pub trait Views<P> {
     /// The arcs entering this peer in this overlay.
     fn inview(&self) -> &Inview<P>;
 
     /// The arcs leaving this peer in this overlay (the partial view).
     fn outview(&self) -> &Outview<P>;
-
-    /// Up to `k` distinct peers sampled from the partial view (peer sampling).
-    fn peers(&mut self, k: usize) -> Vec<P>;
 }
 
 /// Opaque handle of a timer of a type-erased overlay (see [`DynOverlay`]).
@@ -199,12 +300,18 @@ pub trait DynOverlay: Send + fmt::Debug {
     fn handle(&mut self, now: Instant, input: Input<crate::PeerId, TimerToken>);
     /// See [`Overlay::poll_output`].
     fn poll_output(&mut self) -> Option<Output<crate::PeerId, TimerToken>>;
-    /// See [`Overlay::inview`].
-    fn inview(&self) -> &Inview<crate::PeerId>;
-    /// See [`Overlay::outview`].
-    fn outview(&self) -> &Outview<crate::PeerId>;
     /// See [`Overlay::peers`].
     fn peers(&mut self, k: usize) -> Vec<crate::PeerId>;
+    /// See [`Overlay::layers_on`].
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        Vec::new()
+    }
+    /// The overlay itself, for the application's queries
+    /// (`NodeHandle::query`): downcast it to its type.
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// The overlay itself, mutably, for the application's commands
+    /// (`NodeHandle::command`).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// Wraps an [`Overlay`] into a [`DynOverlay`], keeping its typed timers in a table.
@@ -271,6 +378,18 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
             Input::ConnectFailed { peer, reason } => Input::ConnectFailed { peer, reason },
             Input::BridgeFailed { from, to, reason } => Input::BridgeFailed { from, to, reason },
             Input::Message { from, payload } => Input::Message { from, payload },
+            Input::Connected { peer } => Input::Connected { peer },
+            Input::Disconnected { peer } => Input::Disconnected { peer },
+            Input::SendFailed { to, reason } => Input::SendFailed { to, reason },
+            Input::Sampled {
+                overlay,
+                tag,
+                result,
+            } => Input::Sampled {
+                overlay,
+                tag,
+                result,
+            },
         };
         self.inner.handle(now, input);
     }
@@ -291,18 +410,24 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
             Output::CloseArc { to } => Output::CloseArc { to },
             Output::Bridge { from, to } => Output::Bridge { from, to },
             Output::StateChanged(s) => Output::StateChanged(s),
+            Output::Connect { via, to } => Output::Connect { via, to },
+            Output::Sample { overlay, k, tag } => Output::Sample { overlay, k, tag },
         })
-    }
-
-    fn inview(&self) -> &Inview<crate::PeerId> {
-        self.inner.inview()
-    }
-
-    fn outview(&self) -> &Outview<crate::PeerId> {
-        self.inner.outview()
     }
 
     fn peers(&mut self, k: usize) -> Vec<crate::PeerId> {
         self.inner.peers(k)
+    }
+
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        self.inner.layers_on()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        &self.inner
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        &mut self.inner
     }
 }

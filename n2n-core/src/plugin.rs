@@ -35,6 +35,37 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// The crates a plugin needs, at the versions `n2n-core` uses: a plugin crate
+/// depends on `n2n-core` alone and writes
+/// `n2n_core::plugin::reexport::inventory::submit! { … }` (or uses
+/// [`crate::overlay_plugin!`]).
+pub mod reexport {
+    pub use async_trait;
+    pub use inventory;
+    pub use toml;
+}
+
+/// Registers an overlay plugin called `$name`, built by `$build` (a
+/// [`BuildOverlay`]); the plugin crate needs no dependency but `n2n-core`.
+///
+/// ```
+/// use n2n_core::plugin::{PluginContext, PluginError, Settings};
+///
+/// fn build(_: &PluginContext, _: &Settings) -> Result<Box<dyn n2n_core::DynOverlay>, PluginError> {
+///     Err(PluginError::Build { plugin: "doc-example".into(), message: "a doc example".into() })
+/// }
+/// n2n_core::overlay_plugin!("doc-example", build);
+/// assert!(n2n_core::plugin::overlays().contains(&"doc-example"));
+/// ```
+#[macro_export]
+macro_rules! overlay_plugin {
+    ($name:expr, $build:expr) => {
+        $crate::plugin::reexport::inventory::submit! {
+            $crate::plugin::OverlayPlugin { name: $name, build: $build }
+        }
+    };
+}
+
 use crate::identity::Keypair;
 use crate::overlay::DynOverlay;
 use crate::signaling::Signaling;
@@ -100,7 +131,8 @@ inventory::collect!(OverlayPlugin);
 pub enum PluginError {
     /// No plugin of that kind and name is linked.
     #[error(
-        "unknown {kind} plugin `{name}`; linked {kind} plugins: {known:?} (is its crate referenced by the binary, e.g. `use n2n_transport_webrtc as _;`?)"
+        "unknown {kind} plugin `{name}`; linked {kind} plugins: {known:?} (is its crate referenced by the binary, e.g. `use {} as _;`?)",
+        example_crate(kind)
     )]
     Unknown {
         /// `transport`, `signaling` or `overlay`.
@@ -144,6 +176,27 @@ pub enum PluginError {
         /// What failed.
         message: String,
     },
+    /// Two overlays (or an overlay and a registered protocol) share one id:
+    /// give one of them another (e.g. `protocol = "spray-2"`).
+    #[error("two overlays or protocols of this node have the id {0}")]
+    DuplicateProtocol(crate::wire::ProtocolId),
+    /// An overlay layers on (samples) an overlay the node does not run.
+    #[error("overlay {overlay} takes samples from overlay {layer}, which this node does not run")]
+    MissingLayer {
+        /// The overlay.
+        overlay: crate::wire::ProtocolId,
+        /// The overlay it needs.
+        layer: crate::wire::ProtocolId,
+    },
+}
+
+/// A crate that provides a plugin of `kind`, for the "not linked" hint.
+fn example_crate(kind: &str) -> &'static str {
+    match kind {
+        "transport" => "n2n_transport_webrtc",
+        "signaling" => "n2n_signal_ws",
+        _ => "n2n_overlay_spray",
+    }
 }
 
 fn known<T>(
@@ -259,6 +312,44 @@ pub struct NodeSection {
     pub bridge_timeout_ms: u64,
     /// Bridge jobs in flight per neighbour.
     pub max_jobs_per_neighbour: usize,
+    /// Handshakes in flight in total.
+    pub max_handshakes: usize,
+    /// Connected peers at most.
+    pub max_peers: usize,
+    /// Events waiting per event stream at most (then dropped and reported).
+    pub event_capacity: usize,
+    /// Bytes of events waiting per event stream at most.
+    pub event_bytes: usize,
+    /// Control messages waiting per connection at most.
+    pub control_queue: usize,
+    /// Application messages waiting per connection at most.
+    pub data_queue: usize,
+    /// Arcs in one direction to one peer in one overlay at most.
+    pub max_arcs_per_peer: u32,
+}
+
+impl NodeSection {
+    /// The node settings this section describes.
+    pub fn config(&self) -> crate::node::Config {
+        let ms = std::time::Duration::from_millis;
+        crate::node::Config {
+            handshake_timeout: ms(self.handshake_timeout_ms),
+            linger: ms(self.linger_ms),
+            keepalive: ms(self.keepalive_ms),
+            idle_timeout: ms(self.idle_timeout_ms),
+            bridge_timeout: ms(self.bridge_timeout_ms),
+            max_jobs_per_neighbour: self.max_jobs_per_neighbour,
+            max_handshakes: self.max_handshakes,
+            max_peers: self.max_peers,
+            event_capacity: self.event_capacity,
+            event_bytes: self.event_bytes,
+            control_queue: self.control_queue,
+            data_queue: self.data_queue,
+            max_arcs_per_peer: self.max_arcs_per_peer,
+            seed: self.seed,
+            ..crate::node::Config::default()
+        }
+    }
 }
 
 impl Default for NodeSection {
@@ -273,6 +364,13 @@ impl Default for NodeSection {
             idle_timeout_ms: c.idle_timeout.as_millis() as u64,
             bridge_timeout_ms: c.bridge_timeout.as_millis() as u64,
             max_jobs_per_neighbour: c.max_jobs_per_neighbour,
+            max_handshakes: c.max_handshakes,
+            max_peers: c.max_peers,
+            event_capacity: c.event_capacity,
+            event_bytes: c.event_bytes,
+            control_queue: c.control_queue,
+            data_queue: c.data_queue,
+            max_arcs_per_peer: c.max_arcs_per_peer,
         }
     }
 }
@@ -341,7 +439,71 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Reads a plugin setting of type `T`, or `default` when absent.
+/// Reads a plugin's settings, refusing keys it does not know.
+///
+/// ```
+/// use n2n_core::plugin::{Settings, SettingsReader};
+/// let settings: Settings = toml::from_str("delta_ms = 500\nbogus = 1").unwrap();
+/// let mut r = SettingsReader::new("ring", &settings);
+/// assert_eq!(r.get::<u64>("delta_ms", 1000).unwrap(), 500);
+/// assert_eq!(r.get::<u64>("sample", 4).unwrap(), 4);
+/// assert!(r.finish().unwrap_err().to_string().contains("bogus"));
+/// ```
+#[derive(Debug)]
+pub struct SettingsReader<'a> {
+    plugin: &'a str,
+    settings: &'a Settings,
+    read: std::collections::BTreeSet<&'a str>,
+}
+
+impl<'a> SettingsReader<'a> {
+    /// Starts reading `settings` of plugin `plugin`.
+    pub fn new(plugin: &'a str, settings: &'a Settings) -> Self {
+        Self {
+            plugin,
+            settings,
+            read: Default::default(),
+        }
+    }
+
+    /// The setting `key` of type `T`, or `default` when absent.
+    ///
+    /// # Errors
+    /// [`PluginError::Settings`] if the key is present with the wrong type.
+    pub fn get<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: &'a str,
+        default: T,
+    ) -> Result<T, PluginError> {
+        self.read.insert(key);
+        setting(self.plugin, self.settings, key, default)
+    }
+
+    /// Ends the reading.
+    ///
+    /// # Errors
+    /// [`PluginError::Settings`] naming every key that was never read.
+    pub fn finish(self) -> Result<(), PluginError> {
+        let unknown: Vec<&str> = self
+            .settings
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !self.read.contains(k))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut known: Vec<&str> = self.read.iter().copied().collect();
+        known.sort_unstable();
+        Err(PluginError::Settings {
+            plugin: self.plugin.into(),
+            message: format!("unknown keys {unknown:?}; known keys: {known:?}"),
+        })
+    }
+}
+
+/// Reads a plugin setting of type `T`, or `default` when absent. It does
+/// not notice keys nobody reads: prefer [`SettingsReader`], which does.
 ///
 /// # Errors
 /// [`PluginError::Settings`] if the key is present with the wrong type.

@@ -24,13 +24,70 @@ pub const MAX_FRAME: usize = MAX_DATA + 1024;
 /// Identifies an overlay or an application protocol on a connection.
 ///
 /// Build one from a name with [`ProtocolId::from_name`], so that every peer
-/// derives the same id without coordination.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-pub struct ProtocolId(pub u32);
+/// derives the same id without coordination. An id built from a name
+/// remembers it for `Debug` and `Display` (`spray#2f5e1c6b`); only the 32-bit
+/// hash travels on the wire, compares and orders.
+#[derive(Clone, Copy)]
+pub struct ProtocolId {
+    hash: u32,
+    name: Option<&'static str>,
+}
 
 impl ProtocolId {
     /// The id of a protocol name (32-bit FNV-1a of its UTF-8 bytes).
-    pub const fn from_name(name: &str) -> Self {
+    pub const fn from_name(name: &'static str) -> Self {
+        Self {
+            hash: Self::hash(name),
+            name: Some(name),
+        }
+    }
+
+    /// The id of a name known only at run time (a stack file's
+    /// `protocol = "…"`). The name is kept for display in a process-wide
+    /// table (one copy per distinct name, at most 4096 names; later ones are
+    /// displayed by hash only).
+    pub fn from_runtime_name(name: &str) -> Self {
+        const MAX_NAMES: usize = 4096;
+        static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+            std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = match names.get(name) {
+            Some(n) => Some(*n),
+            None if names.len() < MAX_NAMES => {
+                let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+                names.insert(leaked);
+                Some(leaked)
+            }
+            None => None,
+        };
+        Self {
+            hash: Self::hash(name),
+            name: kept,
+        }
+    }
+
+    /// The id with hash `hash` (as read from the wire), with no name.
+    pub const fn from_hash(hash: u32) -> Self {
+        Self { hash, name: None }
+    }
+
+    /// The 32-bit hash that identifies the protocol on the wire.
+    pub const fn as_u32(self) -> u32 {
+        self.hash
+    }
+
+    /// The name this id was built from, if known here.
+    pub const fn name(self) -> Option<&'static str> {
+        self.name
+    }
+
+    /// This id with the name of `known` if both are the same protocol (an id
+    /// read from the wire gets its name back).
+    pub fn named_like(self, known: ProtocolId) -> Self {
+        if self == known { known } else { self }
+    }
+
+    const fn hash(name: &str) -> u32 {
         let bytes = name.as_bytes();
         let mut hash: u32 = 0x811c_9dc5;
         let mut i = 0;
@@ -39,7 +96,60 @@ impl ProtocolId {
             hash = hash.wrapping_mul(0x0100_0193);
             i += 1;
         }
-        Self(hash)
+        hash
+    }
+}
+
+impl PartialEq for ProtocolId {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+    }
+}
+
+impl Eq for ProtocolId {}
+
+impl PartialOrd for ProtocolId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProtocolId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.hash.cmp(&other.hash)
+    }
+}
+
+impl std::hash::Hash for ProtocolId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.hash.hash(state);
+    }
+}
+
+impl std::fmt::Display for ProtocolId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name {
+            Some(name) => write!(f, "{name}#{:08x}", self.hash),
+            None => write!(f, "#{:08x}", self.hash),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProtocolId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProtocolId({self})")
+    }
+}
+
+impl Serialize for ProtocolId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.hash)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u32::deserialize(d).map(Self::from_hash)
     }
 }
 
@@ -269,7 +379,7 @@ mod tests {
                 payload: vec![9; 10],
             },
             Message::Data {
-                protocol: ProtocolId(7),
+                protocol: ProtocolId::from_hash(7),
                 payload: vec![0xab; 1000],
             },
             Message::Ping { nonce: 77 },
@@ -322,7 +432,7 @@ mod tests {
             Err(DecodeError::TooLarge { size: 100, .. })
         ));
         let big = Message::Data {
-            protocol: ProtocolId(0),
+            protocol: ProtocolId::from_hash(0),
             payload: vec![0; MAX_FRAME],
         };
         assert!(matches!(encode(&big), Err(EncodeError::TooLarge { .. })));
@@ -330,7 +440,24 @@ mod tests {
 
     #[test]
     fn protocol_ids_are_stable() {
-        assert_eq!(ProtocolId::from_name(""), ProtocolId(0x811c_9dc5));
+        assert_eq!(
+            ProtocolId::from_name(""),
+            ProtocolId::from_hash(0x811c_9dc5)
+        );
+        assert_eq!(
+            format!("{:?}", ProtocolId::from_name("spray")),
+            format!(
+                "ProtocolId(spray#{:08x})",
+                ProtocolId::from_name("spray").as_u32()
+            )
+        );
+        let runtime = ProtocolId::from_runtime_name(&String::from("ring-7"));
+        assert_eq!(runtime, ProtocolId::from_name("ring-7"));
+        assert_eq!(runtime.name(), Some("ring-7"));
+        assert_eq!(
+            ProtocolId::from_hash(runtime.as_u32()).to_string(),
+            format!("#{:08x}", runtime.as_u32())
+        );
         assert_ne!(
             ProtocolId::from_name("spray"),
             ProtocolId::from_name("cyclon")
@@ -366,7 +493,7 @@ mod tests {
 
         #[test]
         fn data_round_trips(protocol in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let m = Message::Data { protocol: ProtocolId(protocol), payload };
+            let m = Message::Data { protocol: ProtocolId::from_hash(protocol), payload };
             prop_assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
         }
     }

@@ -13,7 +13,7 @@ type Out = Output<u32, String>;
 const A: u32 = 1;
 const BR: u32 = 2;
 const C: u32 = 3;
-const OV: ProtocolId = ProtocolId(77);
+const OV: ProtocolId = ProtocolId::from_hash(77);
 
 fn cfg() -> Config {
     Config {
@@ -696,7 +696,7 @@ fn connect_to_ourselves_or_an_overlay_we_do_not_run_is_refused() {
         BR,
         Message::ConnectTo {
             job: 2,
-            overlay: ProtocolId(5),
+            overlay: ProtocolId::from_hash(5),
             to: C,
             request: None,
         },

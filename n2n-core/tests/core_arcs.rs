@@ -478,7 +478,7 @@ fn a_close_from_a_neighbour_ends_the_connection_cleanly() {
     }));
     assert!(events.iter().any(|e| matches!(
         e,
-        Event::ConnectFailed { overlay: Some(O), peer, reason: ConnectError::Transport(_) } if *peer == b
+        Event::ConnectFailed { overlay: Some(o), peer, reason: ConnectError::Transport(_) } if *peer == b && *o == O
     )));
     assert!(snap(&net, 0).neighbours.is_empty());
     assert_eq!(assert_consistent(&net), 0);

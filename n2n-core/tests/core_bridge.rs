@@ -265,10 +265,10 @@ fn a_tampering_relay_causes_a_rejection_not_a_connection() {
         matches!(
             events.as_slice(),
             [Event::ConnectFailed {
-                overlay: Some(O),
+                overlay: Some(o),
                 peer,
                 reason: ConnectError::Bridge(BridgeFailure::SignalRejected(_)),
-            }] if *peer == c
+            }] if *peer == c && *o == O
         ),
         "{events:?}"
     );
@@ -504,10 +504,10 @@ fn connect_to_orders_that_cannot_be_served_fail_cleanly() {
         matches!(
             events.as_slice(),
             [Event::ConnectFailed {
-                overlay: Some(O),
+                overlay: Some(o),
                 peer,
                 reason: ConnectError::Bridge(BridgeFailure::UnknownJob),
-            }] if *peer == stranger
+            }] if *peer == stranger && *o == O
         ),
         "{events:?}"
     );

@@ -35,7 +35,7 @@ fn overlay() -> impl Strategy<Value = ProtocolId> {
     prop_oneof![
         3 => Just(OVERLAY),
         1 => Just(ProtocolId::from_name("unknown")),
-        1 => any::<u32>().prop_map(ProtocolId),
+        1 => any::<u32>().prop_map(ProtocolId::from_hash),
     ]
 }
 

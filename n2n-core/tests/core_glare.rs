@@ -177,7 +177,7 @@ fn an_arc_opened_as_the_remote_linger_ends_fails_to_open() {
     assert!(matches!(&events[2], Event::Disconnected { peer, .. } if *peer == a));
     assert!(matches!(
         &events[3],
-        Event::ConnectFailed { overlay: Some(O), peer, reason: ConnectError::Transport(_) } if *peer == a
+        Event::ConnectFailed { overlay: Some(o), peer, reason: ConnectError::Transport(_) } if *peer == a && *o == O
     ));
     assert_eq!(assert_consistent(&net), 0);
     assert_eq!(h::violations(&net, 0), 0);

@@ -15,7 +15,7 @@ use n2n_core::overlay::{ArcCloseReason, DynOverlay, Input, Output, TimerToken};
 use n2n_core::signal::Role;
 use n2n_core::time::{Duration, Instant};
 use n2n_core::wire::{Message, ProtocolId};
-use n2n_core::{Direction, Inview, Outview, PeerId};
+use n2n_core::{Direction, PeerId};
 
 const CHAT: ProtocolId = ProtocolId::from_name("chat");
 
@@ -281,8 +281,6 @@ const ECHO: ProtocolId = ProtocolId::from_name("echo");
 /// Answers every message with a message: two of them never rest.
 #[derive(Debug, Default)]
 struct Echo {
-    inview: Inview,
-    outview: Outview,
     outputs: VecDeque<Output<PeerId, TimerToken>>,
 }
 
@@ -304,14 +302,14 @@ impl DynOverlay for Echo {
     fn poll_output(&mut self) -> Option<Output<PeerId, TimerToken>> {
         self.outputs.pop_front()
     }
-    fn inview(&self) -> &Inview {
-        &self.inview
-    }
-    fn outview(&self) -> &Outview {
-        &self.outview
-    }
     fn peers(&mut self, _k: usize) -> Vec<PeerId> {
         Vec::new()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 

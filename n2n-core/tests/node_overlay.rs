@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{key, settle};
 use n2n_core::memory::{MemoryNetwork, MemorySignalingHub};
-use n2n_core::node::{Builder, Config, Event};
+use n2n_core::node::{ArcError, Builder, Config, Event, OverlayError};
 use n2n_core::overlay::{ConnectionState, Erased, Input, Output, Overlay};
 use n2n_core::plugin::{PluginError, StackConfig};
 use n2n_core::{Direction, Inview, Outview, PeerId, ProtocolId};
@@ -100,14 +100,6 @@ impl Overlay<PeerId> for Toy {
         self.outputs.pop_front()
     }
 
-    fn inview(&self) -> &Inview {
-        &self.inview
-    }
-
-    fn outview(&self) -> &Outview {
-        &self.outview
-    }
-
     fn peers(&mut self, k: usize) -> Vec<PeerId> {
         self.outview.peers().take(k).copied().collect()
     }
@@ -116,7 +108,7 @@ impl Overlay<PeerId> for Toy {
 #[tokio::test(start_paused = true)]
 async fn the_runtime_drives_an_overlay() {
     let network = MemoryNetwork::new();
-    let hub = MemorySignalingHub::new();
+    let hub = MemorySignalingHub::earliest_contact();
     let mut nodes = Vec::new();
     for seed in 1..=3u64 {
         let keypair = key(seed);
@@ -144,8 +136,37 @@ async fn the_runtime_drives_an_overlay() {
     assert_eq!(s3.view(TOY).0.count(&ids[0]), 1, "contact answered 1 → 3");
     assert_eq!(s3.view(TOY).1.count(&ids[0]), 1, "join arc 3 → 1");
     // Runtime and overlay agree on the views.
-    let peers = nodes[2].handle().peers(TOY, 10).await;
+    let peers = nodes[2].handle().peers(TOY, 10).await.unwrap();
     assert_eq!(peers, vec![ids[0]]);
+    // The application reads and steers the overlay through the handle.
+    let h = nodes[0].handle();
+    assert_eq!(h.query(TOY, |t: &Toy| t.greetings).await, Ok(2));
+    assert_eq!(
+        h.command(TOY, |t: &mut Toy, _now| {
+            t.greetings = 10;
+            t.greetings
+        })
+        .await,
+        Ok(10)
+    );
+    // Bad input is an error, never a silent no-op.
+    let missing = ProtocolId::from_name("missing");
+    assert_eq!(
+        h.query(missing, |t: &Toy| t.ticks).await,
+        Err(OverlayError::UnknownOverlay(missing))
+    );
+    assert!(matches!(
+        h.query(TOY, |n: &u32| *n).await,
+        Err(OverlayError::WrongType { .. })
+    ));
+    assert_eq!(
+        h.peers(missing, 1).await,
+        Err(ArcError::UnknownOverlay(missing))
+    );
+    assert_eq!(
+        h.join_via(missing, ids[1]).await,
+        Err(ArcError::UnknownOverlay(missing))
+    );
     // Overlay state changes reach the application.
     let mut saw_state = false;
     while let Some(e) = nodes[2].try_next_event() {
@@ -226,4 +247,80 @@ async fn a_stack_from_toml_uses_linked_plugins() {
         Builder::from_stack(key(3), &bad).await,
         Err(PluginError::Settings { .. })
     ));
+
+    // Every `[node]` key of `node::Config` is in the stack file.
+    let full = StackConfig::from_toml_str(
+        "[node]\nmax_peers = 7\nevent_capacity = 9\ndata_queue = 3\nmax_arcs_per_peer = 2\nmax_handshakes = 5\ncontrol_queue = 11\nevent_bytes = 4096\n[transport]\nname = \"memory\"\n",
+    )
+    .unwrap();
+    let c = full.node.config();
+    assert_eq!(
+        (
+            c.max_peers,
+            c.event_capacity,
+            c.data_queue,
+            c.max_arcs_per_peer
+        ),
+        (7, 9, 3, 2)
+    );
+    assert_eq!(
+        (c.max_handshakes, c.control_queue, c.event_bytes),
+        (5, 11, 4096)
+    );
+    // The hint names a crate of the right kind.
+    let err = n2n_core::plugin::overlay("nope").unwrap_err().to_string();
+    assert!(err.contains("n2n_overlay_spray"), "{err}");
+}
+
+/// An overlay that samples another one.
+#[derive(Debug, Default)]
+struct Layered(Toy);
+
+impl Overlay<PeerId> for Layered {
+    type Timer = ToyTimer;
+    fn protocol(&self) -> ProtocolId {
+        ProtocolId::from_name("layered")
+    }
+    fn handle(&mut self, now: Instant, input: Input<PeerId, ToyTimer>) {
+        self.0.handle(now, input);
+    }
+    fn poll_output(&mut self) -> Option<Output<PeerId, ToyTimer>> {
+        self.0.poll_output()
+    }
+    fn peers(&mut self, k: usize) -> Vec<PeerId> {
+        self.0.peers(k)
+    }
+    fn layers_on(&self) -> Vec<ProtocolId> {
+        vec![TOY]
+    }
+}
+
+#[tokio::test]
+async fn duplicate_ids_and_missing_layers_are_refused_at_build_time() {
+    let network = MemoryNetwork::new();
+    let builder = || Builder::new(key(9)).transport(Arc::new(network.transport()));
+    let err = builder()
+        .overlay(Box::new(Erased::new(Toy::default())))
+        .overlay(Box::new(Erased::new(Toy::default())))
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(err, PluginError::DuplicateProtocol(p) if p == TOY),
+        "{err}"
+    );
+    assert!(err.to_string().contains("toy"), "names the protocol: {err}");
+    let err = builder()
+        .overlay(Box::new(Erased::new(Layered::default())))
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(err, PluginError::MissingLayer { layer, .. } if layer == TOY),
+        "{err}"
+    );
+    let node = builder()
+        .overlay(Box::new(Erased::new(Toy::default())))
+        .overlay(Box::new(Erased::new(Layered::default())))
+        .spawn()
+        .expect("the layer is there");
+    node.shutdown().await;
 }

@@ -113,6 +113,7 @@ proptest! {
                     Output::OpenArc { to } | Output::Send { to, .. } => prop_assert!(to != 0),
                     Output::SetTimer { at, .. } => prop_assert!(at >= now),
                     Output::StateChanged(_) => {}
+                    other => prop_assert!(false, "Spray asked for {other:?}"),
                 }
             }
             for ((p, out), n) in &model {

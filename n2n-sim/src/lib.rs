@@ -58,6 +58,7 @@ mod barrier;
 pub mod measure;
 mod network;
 pub mod node;
+pub mod node_stack;
 pub mod plot;
 mod prefetch;
 mod queue;

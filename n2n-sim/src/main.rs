@@ -146,6 +146,11 @@ struct Cli {
     /// With `--runtime node`: sign and verify every signal with ed25519.
     #[arg(long)]
     signed: bool,
+    /// With `--runtime node`: the overlays of every node — `spray`, or
+    /// `ring` (the ring of `n2n-overlay-ring` layered on Spray, plus a
+    /// flooding broadcast after the cycles).
+    #[arg(long, default_value = "spray")]
+    stack: String,
 }
 
 /// Where the kernel gives transparent huge pages only to memory that asks
@@ -330,7 +335,12 @@ fn main() -> anyhow::Result<()> {
     fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
     fs::write(cli.out.join("scenario.toml"), toml::to_string(&scenario)?)?;
     if cli.runtime == Runtime::Node {
-        return node_cli::run(&scenario, &cli.out, cli.quiet, cli.signed);
+        let ring = match cli.stack.as_str() {
+            "spray" => false,
+            "ring" => true,
+            other => anyhow::bail!("unknown stack `{other}` (spray or ring)"),
+        };
+        return node_cli::run(&scenario, &cli.out, cli.quiet, cli.signed, ring);
     }
 
     let csv_path = cli

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use n2n_core::arc::ArcSet;
-use n2n_core::overlay::Overlay;
+use n2n_core::overlay::Views;
 use rand::Rng;
 use rand::seq::SliceRandom;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use n2n_core::overlay::Overlay;
+use n2n_core::overlay::{Overlay, Views};
 
 use crate::stats::{self, Snapshot};
 use crate::{Counters, Rounds, Sim};
@@ -12,7 +12,7 @@ use crate::{Counters, Rounds, Sim};
 /// A simulated network of overlays over peer ids `0..len()`.
 pub trait Network {
     /// The overlay every peer runs.
-    type Overlay: Overlay<u32>;
+    type Overlay: Overlay<u32> + Views<u32>;
 
     /// Peers ever added (live or not).
     fn len(&self) -> usize;
@@ -62,7 +62,7 @@ pub trait Network {
     }
 }
 
-impl<O: Overlay<u32> + Send> Network for Sim<O>
+impl<O: Overlay<u32> + Views<u32> + Send> Network for Sim<O>
 where
     O::Timer: Send,
 {
@@ -114,7 +114,7 @@ where
     }
 }
 
-impl<O: Overlay<u32>> Network for Rounds<O>
+impl<O: Overlay<u32> + Views<u32>> Network for Rounds<O>
 where
     O::Timer: PartialEq,
 {

@@ -27,6 +27,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::SimRng;
+use crate::node_stack::{self, BroadcastResult, FLOOD, RING};
 use crate::stats::{Components, Graph, Summary};
 
 /// The Spray instance every simulated node runs.
@@ -58,6 +59,11 @@ pub struct NodeRunConfig {
     pub node: Config,
     /// Shares of the peers to remove at the end, measuring the components left.
     pub removals: Vec<f64>,
+    /// Run the ring of `n2n-overlay-ring` on Spray in every node, gossiping
+    /// every Δ (`--stack ring`).
+    pub ring: bool,
+    /// With `ring`: broadcasts flooded after the cycles.
+    pub broadcasts: u32,
 }
 
 impl Default for NodeRunConfig {
@@ -80,6 +86,8 @@ impl Default for NodeRunConfig {
                 ..Config::default()
             },
             removals: vec![0.3, 0.5],
+            ring: false,
+            broadcasts: 10,
         }
     }
 }
@@ -115,6 +123,12 @@ pub struct NodeCycle {
     pub violations: u64,
     /// Deliveries and wake-ups run so far.
     pub steps: u64,
+    /// With the ring: share of the peers whose ring arcs go to their true
+    /// successor and predecessor.
+    pub ring: Option<f64>,
+    /// With the ring: the same among the peers with a connection (the ring
+    /// of the peers anyone can reach).
+    pub ring_connected: Option<f64>,
 }
 
 /// Components left after removing a share of the peers at once.
@@ -139,6 +153,8 @@ pub struct NodeRunResult {
     pub removals: Vec<NodeRemoval>,
     /// Joins that needed a second contact (the first handshake failed).
     pub join_retries: u64,
+    /// With the ring: the broadcasts flooded after the cycles.
+    pub broadcast: Option<BroadcastResult>,
     /// Wall time of the arrivals and of the cycles.
     pub wall: (Duration, Duration),
 }
@@ -180,12 +196,14 @@ pub fn run_node(config: &NodeRunConfig, mut progress: impl FnMut(&NodeCycle)) ->
             spray_config.clone(),
             SimRng::seed_from(rng.random()),
         );
-        net.add_node_with_key(
-            key,
-            node_config,
-            vec![Box::new(Erased::new(state))],
-            Vec::new(),
-        )
+        let id = key.peer_id();
+        let mut overlays: Vec<Box<dyn n2n_core::DynOverlay>> = vec![Box::new(Erased::new(state))];
+        let mut protocols = Vec::new();
+        if config.ring {
+            overlays.push(node_stack::ring_overlay(id, config.delta));
+            protocols.push(FLOOD);
+        }
+        net.add_node_with_key(key, node_config, overlays, protocols)
     };
     let started = WallClock::now();
     let mut pending: Vec<PendingJoin> = Vec::new();
@@ -201,7 +219,7 @@ pub fn run_node(config: &NodeRunConfig, mut progress: impl FnMut(&NodeCycle)) ->
             ticket,
         });
         net.run_for(config.interval);
-        retries += settle_joins(&mut net, &mut pending, &mut rng);
+        retries += settle_joins(&mut net, &mut pending, &mut rng, config.ring);
         forget_events(&mut net);
     }
     let arrivals = started.elapsed();
@@ -212,11 +230,19 @@ pub fn run_node(config: &NodeRunConfig, mut progress: impl FnMut(&NodeCycle)) ->
             net.run_for(config.delta);
         }
         forget_events(&mut net);
-        retries += settle_joins(&mut net, &mut pending, &mut rng);
-        let row = measure(&net, cycle);
+        retries += settle_joins(&mut net, &mut pending, &mut rng, config.ring);
+        let mut row = measure(&net, cycle);
+        if config.ring {
+            let (all, connected) = node_stack::ring_share(&net);
+            row.ring = Some(all);
+            row.ring_connected = Some(connected);
+        }
         progress(&row);
         rows.push(row);
     }
+    let broadcast = config
+        .ring
+        .then(|| node_stack::broadcasts(&mut net, config.broadcasts, &mut rng));
     let removals = config
         .removals
         .iter()
@@ -226,13 +252,19 @@ pub fn run_node(config: &NodeRunConfig, mut progress: impl FnMut(&NodeCycle)) ->
         rows,
         removals,
         join_retries: retries,
+        broadcast,
         wall: (arrivals, started.elapsed()),
     }
 }
 
 /// Hands each newcomer whose connection to its contact is up to Spray;
 /// retries through another contact when the handshake failed.
-fn settle_joins(net: &mut Network, pending: &mut Vec<PendingJoin>, rng: &mut SimRng) -> u64 {
+fn settle_joins(
+    net: &mut Network,
+    pending: &mut Vec<PendingJoin>,
+    rng: &mut SimRng,
+    ring: bool,
+) -> u64 {
     let mut retries = 0;
     let mut still = Vec::with_capacity(pending.len());
     for join in pending.drain(..) {
@@ -243,6 +275,10 @@ fn settle_joins(net: &mut Network, pending: &mut Vec<PendingJoin>, rng: &mut Sim
                 net.with_core(join.node, |core, now| {
                     // A contact gone meanwhile leaves Spray to its arc-down rules.
                     let _ = core.join_overlay(now, SPRAY, contact);
+                    if ring {
+                        // Through the same neighbour: no second server round trip.
+                        let _ = core.join_overlay(now, RING, contact);
+                    }
                 });
             }
             Some(_) => {
@@ -322,6 +358,8 @@ fn measure(net: &Network, cycle: u32) -> NodeCycle {
         bridges_failed: failed,
         violations,
         steps: net.steps(),
+        ring: None,
+        ring_connected: None,
     }
 }
 

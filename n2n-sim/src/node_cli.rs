@@ -10,7 +10,7 @@ use n2n_sim::node::{NodeCycle, NodeRunConfig, run_node};
 use n2n_sim::scenario::{Arrival, Scenario};
 
 /// The node runtime's settings for `scenario`, or why it cannot run it.
-fn node_config(s: &Scenario, signed: bool) -> anyhow::Result<NodeRunConfig> {
+fn node_config(s: &Scenario, signed: bool, ring: bool) -> anyhow::Result<NodeRunConfig> {
     let Arrival::OneByOne {
         interval_ms,
         speed_up_from: None,
@@ -40,17 +40,18 @@ fn node_config(s: &Scenario, signed: bool) -> anyhow::Result<NodeRunConfig> {
         } else {
             vec![0.3, 0.5]
         },
+        ring,
         ..NodeRunConfig::default()
     })
 }
 
 const CSV_HEADER: &str = "cycle,peers,view_mean,view_sd,view_min,view_max,in_sd,empty_views,\
 duplicates_share,strong_count,strong_largest,weak_count,weak_largest,connections,handshakes,\
-bridges_ok,bridges_failed,violations,steps";
+bridges_ok,bridges_failed,violations,steps,ring_right,ring_right_connected";
 
 fn csv_row(r: &NodeCycle) -> String {
     format!(
-        "{},{},{:.4},{:.4},{},{},{:.4},{},{:.5},{},{},{},{},{:.3},{},{},{},{},{}",
+        "{},{},{:.4},{:.4},{},{},{:.4},{},{:.5},{},{},{},{},{:.3},{},{},{},{},{},{},{}",
         r.cycle,
         r.peers,
         r.view.mean,
@@ -69,7 +70,10 @@ fn csv_row(r: &NodeCycle) -> String {
         r.bridges_ok,
         r.bridges_failed,
         r.violations,
-        r.steps
+        r.steps,
+        r.ring.map_or(String::new(), |s| format!("{s:.4}")),
+        r.ring_connected
+            .map_or(String::new(), |s| format!("{s:.4}"))
     )
 }
 
@@ -80,8 +84,9 @@ pub(crate) fn run(
     out: &Path,
     quiet: bool,
     signed: bool,
+    ring: bool,
 ) -> anyhow::Result<()> {
-    let config = node_config(scenario, signed)?;
+    let config = node_config(scenario, signed, ring)?;
     let csv_path = out.join("cycles.csv");
     let mut csv = std::io::BufWriter::new(
         fs::File::create(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?,
@@ -94,8 +99,16 @@ pub(crate) fn run(
             write_error.get_or_insert(e);
         }
         if !quiet {
+            let ring = match (row.ring, row.ring_connected) {
+                (Some(all), Some(connected)) => format!(
+                    ", ring right {:.1}% ({:.1}% of the connected)",
+                    100.0 * all,
+                    100.0 * connected
+                ),
+                _ => String::new(),
+            };
             eprintln!(
-                "cycle {:>3}: mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}",
+                "cycle {:>3}: mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}{ring}",
                 row.cycle, row.view.mean, row.view.std_dev, row.in_degree.std_dev, row.strong.count
             );
         }
@@ -149,6 +162,28 @@ pub(crate) fn run(
         cpu,
         last.steps as f64 / cpu,
     );
+    if let Some(b) = &result.broadcast {
+        let closed = |f: fn(&NodeCycle) -> Option<f64>| {
+            result
+                .rows
+                .iter()
+                .find(|r| f(r) == Some(1.0))
+                .map_or("never".to_string(), |r| format!("at cycle {}", r.cycle))
+        };
+        text += &format!(
+            "ring: right at {:.2}% of the peers after the last cycle (closed {}), at {:.2}% of the connected peers (closed {})\n\
+             broadcasts: {}, reach mean {:.4} (min {:.4}), {:.2} duplicate copies per delivery, {:.0} ms to the last copy (mean)\n",
+            100.0 * last.ring.unwrap_or(0.0),
+            closed(|r| r.ring),
+            100.0 * last.ring_connected.unwrap_or(0.0),
+            closed(|r| r.ring_connected),
+            b.count,
+            b.reach_mean,
+            b.reach_min,
+            b.duplicates_per_delivery,
+            b.time_mean.as_secs_f64() * 1000.0,
+        );
+    }
     for r in &result.removals {
         text += &format!(
             "removed {:.0}%: strong largest {:.1}% of {} left ({} components), weak largest {:.1}%\n",

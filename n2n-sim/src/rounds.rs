@@ -18,7 +18,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use n2n_core::Direction;
-use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
+use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay, Views};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -103,7 +103,7 @@ impl Step {
 /// (signaling loss, [`Config::loss`], still applies when the two ends were
 /// not connected), and messages are lost at [`Config::message_loss`].
 /// [`Config::latency`] and [`Config::threads`] are not used.
-pub struct Rounds<O: Overlay<u32>> {
+pub struct Rounds<O: Overlay<u32> + Views<u32>> {
     config: Config,
     factory: Box<dyn FnMut(u32, u64) -> O>,
     /// The timer that is a peer's turn: fed by the rounds, never scheduled.
@@ -139,7 +139,7 @@ pub struct Rounds<O: Overlay<u32>> {
     counters: Counters,
 }
 
-impl<O: Overlay<u32>> fmt::Debug for Rounds<O> {
+impl<O: Overlay<u32> + Views<u32>> fmt::Debug for Rounds<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rounds")
             .field("now_us", &self.now)
@@ -151,7 +151,7 @@ impl<O: Overlay<u32>> fmt::Debug for Rounds<O> {
     }
 }
 
-impl<O: Overlay<u32>> Rounds<O>
+impl<O: Overlay<u32> + Views<u32>> Rounds<O>
 where
     O::Timer: PartialEq,
 {

@@ -54,3 +54,28 @@ fn a_seed_reproduces_a_node_run() {
     assert_eq!(a.rows, b.rows);
     assert_eq!(a.removals, b.removals);
 }
+
+#[test]
+fn the_ring_stack_closes_its_ring_and_floods_every_peer() {
+    let config = NodeRunConfig {
+        peers: 120,
+        cycles: 12,
+        ring: true,
+        broadcasts: 3,
+        ..small(5)
+    };
+    let result = run_node(&config, |_| {});
+    let last = result.rows.last().expect("rows");
+    assert_eq!(
+        last.ring,
+        Some(1.0),
+        "every peer's ring arcs are right: {last:?}"
+    );
+    let b = result.broadcast.expect("broadcasts ran");
+    assert_eq!(b.reach_min, 1.0, "{b:?}");
+    assert!(
+        b.duplicates_per_delivery > 0.0,
+        "flooding sends copies: {b:?}"
+    );
+    assert_eq!(last.violations, 0);
+}

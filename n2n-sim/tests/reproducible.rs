@@ -9,7 +9,7 @@ use n2n_sim::{Config, Counters, Sim, SimRng};
 /// `n` peers, each joining a random member `gap` after the one before.
 fn grow<O>(sim: &mut Sim<O>, n: usize, gap: Duration)
 where
-    O: n2n_core::overlay::Overlay<u32> + Send,
+    O: n2n_core::overlay::Overlay<u32> + n2n_core::overlay::Views<u32> + Send,
     O::Timer: Send,
 {
     sim.add_peer();
@@ -49,10 +49,7 @@ fn run_on(seed: u64, threads: usize) -> (Snapshot, Counters, Vec<Vec<u32>>) {
     let views = (0..200)
         .map(|id| {
             sim.overlay(id)
-                .map(|o| {
-                    use n2n_core::overlay::Overlay;
-                    o.outview().occurrences().copied().collect()
-                })
+                .map(|o| o.outview().occurrences().copied().collect())
                 .unwrap_or_default()
         })
         .collect();
@@ -105,14 +102,17 @@ impl n2n_core::overlay::Overlay<u32> for Bomb {
     fn poll_output(&mut self) -> Option<n2n_core::overlay::Output<u32, spray::Timer>> {
         self.inner.poll_output()
     }
+    fn peers(&mut self, k: usize) -> Vec<u32> {
+        self.inner.peers(k)
+    }
+}
+
+impl n2n_core::overlay::Views<u32> for Bomb {
     fn inview(&self) -> &n2n_core::Inview<u32> {
         self.inner.inview()
     }
     fn outview(&self) -> &n2n_core::Outview<u32> {
         self.inner.outview()
-    }
-    fn peers(&mut self, k: usize) -> Vec<u32> {
-        self.inner.peers(k)
     }
 }
 

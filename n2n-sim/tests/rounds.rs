@@ -35,7 +35,6 @@ fn grow(net: &mut Rounds<Peer>, n: usize) {
 }
 
 fn views(net: &Rounds<Peer>) -> Vec<Vec<u32>> {
-    use n2n_core::overlay::Overlay;
     (0..net.len() as u32)
         .map(|id| {
             net.overlay(id)

@@ -272,7 +272,7 @@ impl Adversary {
         let overlay = |r: &mut Reader<'_>| match r.u8() % 3 {
             0 => OVERLAY,
             1 => ProtocolId::from_name("unknown"),
-            _ => ProtocolId(r.u32()),
+            _ => ProtocolId::from_hash(r.u32()),
         };
         let job = |r: &mut Reader<'_>| match r.u8() % 2 {
             0 => u64::from(r.u8() % 4),
@@ -305,7 +305,7 @@ impl Adversary {
                 let n = usize::from(r.u8());
                 let payload = r.take(n).to_vec();
                 return Message::Data {
-                    protocol: ProtocolId(r.u32()),
+                    protocol: ProtocolId::from_hash(r.u32()),
                     payload,
                 };
             }

@@ -1,11 +1,14 @@
 //! Composing a node: in code with [`Builder`], or from a TOML [`StackConfig`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::core::NodeCore;
 use super::driver::Driver;
+use super::events::Events;
+use super::handle::Shared;
 use super::{Config, Node, NodeHandle};
 use crate::identity::Keypair;
 use crate::overlay::DynOverlay;
@@ -92,17 +95,7 @@ impl Builder {
         stack: &StackConfig,
     ) -> Result<(Self, Option<Arc<dyn Signaling>>), PluginError> {
         let n = &stack.node;
-        let ms = std::time::Duration::from_millis;
-        let config = Config {
-            handshake_timeout: ms(n.handshake_timeout_ms),
-            linger: ms(n.linger_ms),
-            keepalive: ms(n.keepalive_ms),
-            idle_timeout: ms(n.idle_timeout_ms),
-            bridge_timeout: ms(n.bridge_timeout_ms),
-            max_jobs_per_neighbour: n.max_jobs_per_neighbour,
-            seed: n.seed,
-            ..Config::default()
-        };
+        let config = n.config();
         let seed = n.seed.unwrap_or_else(|| {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
@@ -150,9 +143,19 @@ impl Builder {
                         .into(),
             });
         }
+        check_protocols(&self.overlays, &self.protocols)?;
         let local = self.keypair.peer_id();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (events_tx, events_rx) = mpsc::channel(self.config.event_capacity.max(1));
+        let (events_tx, events_rx) =
+            Events::channel(self.config.event_capacity, self.config.event_bytes);
+        let mut protocols: BTreeSet<ProtocolId> = self.protocols.iter().copied().collect();
+        protocols.extend(self.overlays.iter().map(|o| o.protocol()));
+        let shared = Arc::new(Shared {
+            protocols,
+            event_capacity: self.config.event_capacity,
+            event_bytes: self.config.event_bytes,
+            ..Shared::default()
+        });
         let seed = self.config.seed.unwrap_or_else(|| {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
@@ -166,11 +169,41 @@ impl Builder {
             self.protocols,
             seed,
         );
-        let task = tokio::spawn(Driver::new(core, transport, events_tx).run(commands_rx));
+        let task =
+            tokio::spawn(Driver::new(core, transport, events_tx, shared.clone()).run(commands_rx));
         Ok(Node {
-            handle: NodeHandle::new(local, commands_tx),
+            handle: NodeHandle::new(local, commands_tx, shared),
             events: Some(events_rx),
             task,
         })
     }
+}
+
+/// Refuses two overlays (or protocols) with one id, and an overlay that
+/// layers on one the node does not run.
+fn check_protocols(
+    overlays: &[Box<dyn DynOverlay>],
+    protocols: &[ProtocolId],
+) -> Result<(), PluginError> {
+    let mut ids = BTreeSet::new();
+    for id in overlays
+        .iter()
+        .map(|o| o.protocol())
+        .chain(protocols.iter().copied())
+    {
+        if !ids.insert(id) {
+            return Err(PluginError::DuplicateProtocol(id));
+        }
+    }
+    for o in overlays {
+        for layer in o.layers_on() {
+            if !overlays.iter().any(|x| x.protocol() == layer) {
+                return Err(PluginError::MissingLayer {
+                    overlay: o.protocol(),
+                    layer,
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn};
 
 use super::core::{Completion, ConnectionId, NodeCore, Output, PathId, SessionId, Ticket};
-use super::handle::{Command, Reply};
+use super::events::{self, EventSink};
+use super::handle::{Command, Published, Reply, Shared};
+use super::links::{self, TaskGuard, WriterCmd};
 use super::{Event, Snapshot};
 use crate::identity::PeerId;
 use crate::signal::{Role, SignedSignal};
@@ -31,40 +32,8 @@ const INTERNAL_CAPACITY: usize = 1024;
 /// Signals waiting to be sent on one signaling path.
 const SIGNALING_QUEUE: usize = 256;
 
-/// Aborts a task when dropped, so that a dropped (or killed) node leaves nothing running.
-#[derive(Debug)]
-struct TaskGuard(Option<JoinHandle<()>>);
-
-impl TaskGuard {
-    fn new(handle: JoinHandle<()>) -> Self {
-        Self(Some(handle))
-    }
-
-    /// Lets the task run to its end on its own.
-    fn detach(mut self) {
-        self.0.take();
-    }
-
-    fn is_running(&self) -> bool {
-        self.0.as_ref().is_some_and(|h| !h.is_finished())
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            h.abort();
-        }
-    }
-}
-
-enum WriterCmd {
-    Frame(Bytes),
-    Close,
-}
-
 /// What the spawned tasks report.
-enum Report {
+pub(super) enum Report {
     Frame {
         conn: ConnectionId,
         bytes: Bytes,
@@ -126,8 +95,12 @@ pub(super) struct Driver {
     next_ticket: u64,
     reports_tx: mpsc::Sender<Report>,
     reports_rx: mpsc::Receiver<Report>,
-    events_tx: mpsc::Sender<Event>,
-    events: Vec<Event>,
+    /// The node's event stream (events of protocols without subscribers).
+    events: EventSink,
+    /// What the handles read without asking the task.
+    shared: Arc<Shared>,
+    /// The views or neighbours changed since they were last published.
+    views_dirty: bool,
 }
 
 fn now() -> Instant {
@@ -138,7 +111,8 @@ impl Driver {
     pub(super) fn new(
         core: NodeCore,
         transport: Arc<dyn Transport>,
-        events_tx: mpsc::Sender<Event>,
+        events: EventSink,
+        shared: Arc<Shared>,
     ) -> Self {
         let (reports_tx, reports_rx) = mpsc::channel(INTERNAL_CAPACITY);
         Self {
@@ -151,8 +125,9 @@ impl Driver {
             next_ticket: 0,
             reports_tx,
             reports_rx,
-            events_tx,
-            events: Vec::new(),
+            events,
+            shared,
+            views_dirty: true,
         }
     }
 
@@ -168,8 +143,8 @@ impl Driver {
                         if let Some(done) = self.on_command(cmd) {
                             self.core.shutdown(now());
                             self.drain();
-                            self.flush_events().await;
                             self.signalings.clear();
+                            self.stop();
                             let _ = done.send(());
                             break;
                         }
@@ -177,6 +152,7 @@ impl Driver {
                     None => {
                         self.core.shutdown(now());
                         self.drain();
+                        self.stop();
                         break;
                     }
                 },
@@ -184,18 +160,59 @@ impl Driver {
                 () = sleep_until(deadline) => self.core.handle_timeout(now()),
             }
             self.drain();
-            self.flush_events().await;
+            self.publish();
         }
         info!(peer = %local.short(), "node stopped");
     }
 
-    async fn flush_events(&mut self) {
-        for event in std::mem::take(&mut self.events) {
-            if self.events_tx.send(event).await.is_err() {
-                // Nobody listens: events are informational to the application.
-                break;
-            }
+    /// Carries out the outputs of a command and publishes the views, so that
+    /// a caller reading them after its reply sees the command's effect.
+    fn settle_before_reply(&mut self) {
+        self.drain();
+        self.views_dirty = true;
+        self.publish();
+    }
+
+    /// Ends the event streams and forgets the data queues.
+    fn stop(&mut self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.data_queues().clear();
+        self.publish();
+        events::close_all(&self.shared.subscriptions, &self.events);
+    }
+
+    /// Publishes the views and neighbours for the handles' synchronous reads.
+    fn publish(&mut self) {
+        if !std::mem::take(&mut self.views_dirty) {
+            return;
         }
+        let snapshot = self.core.snapshot();
+        let published = Published {
+            views: snapshot.views,
+            neighbours: snapshot.neighbours.iter().map(|n| n.peer).collect(),
+        };
+        *self
+            .shared
+            .published
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = published;
+    }
+
+    /// Hands an event to its stream; never waits (a full stream drops it and
+    /// tells its reader, see [`Event::Lagged`]).
+    fn deliver(&mut self, event: Event) {
+        if matches!(
+            event,
+            Event::Connected { .. }
+                | Event::Disconnected { .. }
+                | Event::ArcOpened { .. }
+                | Event::ArcClosed { .. }
+        ) {
+            self.views_dirty = true;
+        }
+        events::route(&self.shared.subscriptions, &self.events, event);
     }
 
     fn ticket(&mut self, pending: Pending) -> Ticket {
@@ -227,29 +244,27 @@ impl Driver {
                 contact,
                 reply,
             } => {
-                let _ = reply.send(self.core.join_overlay(now, overlay, contact));
+                let result = self.core.join_overlay(now, overlay, contact);
+                self.settle_before_reply();
+                let _ = reply.send(result);
             }
             Command::OpenArc {
                 overlay,
                 peer,
                 reply,
             } => {
-                let _ = reply.send(self.core.open_arc(now, overlay, peer));
+                let result = self.core.open_arc(now, overlay, peer);
+                self.settle_before_reply();
+                let _ = reply.send(result);
             }
             Command::CloseArc {
                 overlay,
                 peer,
                 reply,
             } => {
-                let _ = reply.send(self.core.close_arc(now, overlay, peer));
-            }
-            Command::DataSender { peer, reply } => {
-                let queue = self
-                    .core
-                    .connection(&peer)
-                    .and_then(|c| self.links.get(&c))
-                    .map(|l| l.data.clone());
-                let _ = reply.send(queue);
+                let result = self.core.close_arc(now, overlay, peer);
+                self.settle_before_reply();
+                let _ = reply.send(result);
             }
             Command::Bridge {
                 overlay,
@@ -274,12 +289,18 @@ impl Driver {
                 let _ = reply.send(self.snapshot());
             }
             Command::Peers { overlay, k, reply } => {
-                let _ = reply.send(self.core.peers(overlay, k).unwrap_or_default());
+                let _ = reply.send(self.core.peers(overlay, k));
             }
             Command::Leave(overlay) => {
                 if let Err(e) = self.core.leave(now, overlay) {
                     debug!(error = %e, "leave ignored");
                 }
+            }
+            Command::Overlay(run) => {
+                // The closure answers itself; what it changed is published first.
+                self.views_dirty = true;
+                self.publish();
+                run(&mut self.core, now);
             }
             Command::Shutdown(reply) => return Some(reply),
         }
@@ -371,16 +392,21 @@ impl Driver {
                         warn!("signaling queue full; signal dropped (the handshake will time out)");
                     }
                 }
-                Output::Event(event) => self.events.push(event),
-                Output::Done { ticket, result } => match (self.pending.remove(&ticket), result) {
-                    (Some(Pending::Connect(reply)), Completion::Connect(r)) => {
-                        let _ = reply.send(r);
+                Output::Event(event) => self.deliver(event),
+                Output::Done { ticket, result } => {
+                    // Whoever waits sees the views as of the outcome.
+                    self.views_dirty = true;
+                    self.publish();
+                    match (self.pending.remove(&ticket), result) {
+                        (Some(Pending::Connect(reply)), Completion::Connect(r)) => {
+                            let _ = reply.send(r);
+                        }
+                        (Some(Pending::Bridge(reply)), Completion::Bridge(r)) => {
+                            let _ = reply.send(r);
+                        }
+                        _ => {}
                     }
-                    (Some(Pending::Bridge(reply)), Completion::Bridge(r)) => {
-                        let _ = reply.send(r);
-                    }
-                    _ => {}
-                },
+                }
             }
         }
     }
@@ -434,56 +460,19 @@ impl Driver {
     fn add_link(&mut self, id: ConnectionId, conn: Box<dyn Connection>) {
         let conn: Arc<dyn Connection> = Arc::from(conn);
         let config = self.core.config();
-        let (control_tx, mut control_rx) = mpsc::channel::<WriterCmd>(config.control_queue);
-        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(config.data_queue);
-        let reader = {
-            let conn = conn.clone();
-            let tx = self.reports_tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    match conn.recv().await {
-                        Ok(bytes) => {
-                            if tx.send(Report::Frame { conn: id, bytes }).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            let reason = e.to_string();
-                            let _ = tx.send(Report::ConnLost { conn: id, reason }).await;
-                            break;
-                        }
-                    }
-                }
-            })
-        };
-        let writer = {
-            let conn = conn.clone();
-            let tx = self.reports_tx.clone();
-            tokio::spawn(async move {
-                let mut data_open = true;
-                loop {
-                    let frame = tokio::select! {
-                        biased;
-                        cmd = control_rx.recv() => match cmd {
-                            Some(WriterCmd::Frame(f)) => f,
-                            Some(WriterCmd::Close) | None => {
-                                conn.close().await;
-                                break;
-                            }
-                        },
-                        data = data_rx.recv(), if data_open => match data {
-                            Some(f) => f,
-                            None => { data_open = false; continue; }
-                        },
-                    };
-                    if let Err(e) = conn.send(frame).await {
-                        let reason = e.to_string();
-                        let _ = tx.send(Report::ConnLost { conn: id, reason }).await;
-                        break;
-                    }
-                }
-            })
-        };
+        let (control_tx, control_rx) = mpsc::channel::<WriterCmd>(config.control_queue);
+        let (data_tx, data_rx) = mpsc::channel::<Bytes>(config.data_queue);
+        self.shared
+            .data_queues()
+            .insert(conn.remote(), data_tx.clone());
+        let reader = links::spawn_reader(conn.clone(), id, self.reports_tx.clone());
+        let writer = links::spawn_writer(
+            conn.clone(),
+            id,
+            control_rx,
+            data_rx,
+            self.reports_tx.clone(),
+        );
         self.links.insert(
             id,
             Link {
@@ -500,6 +489,16 @@ impl Driver {
         let Some(link) = self.links.remove(&id) else {
             return;
         };
+        {
+            let mut queues = self.shared.data_queues();
+            let peer = link.conn.remote();
+            if queues
+                .get(&peer)
+                .is_some_and(|q| q.same_channel(&link.data))
+            {
+                queues.remove(&peer);
+            }
+        }
         if flush {
             // The writer sends what is queued, then closes the connection.
             let _ = link.control.try_send(WriterCmd::Close);

@@ -1,19 +1,26 @@
 //! The application's side of a running node: [`NodeHandle`] (commands) and
 //! [`Node`] (events, shutdown).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{ArcError, ConnectError, Event, SendError, Snapshot};
+use super::core::NodeCore;
+use super::events::{Events, Subscriptions};
+use super::{ArcError, ConnectError, Event, OverlayError, SendError, Snapshot};
+use crate::arc::{Inview, Outview};
 use crate::identity::PeerId;
 use crate::signaling::Signaling;
+use crate::time::Instant;
 use crate::wire::{BridgeFailure, ProtocolId};
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+/// A query or command to an overlay, run on the node's task.
+pub(crate) type OverlayCall = Box<dyn FnOnce(&mut NodeCore, Instant) + Send>;
 
 pub(crate) enum Command {
     AttachSignaling(Arc<dyn Signaling>),
@@ -38,10 +45,6 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: Reply<Result<(), ArcError>>,
     },
-    DataSender {
-        peer: PeerId,
-        reply: Reply<Option<mpsc::Sender<Bytes>>>,
-    },
     Bridge {
         overlay: ProtocolId,
         from: PeerId,
@@ -58,65 +61,105 @@ pub(crate) enum Command {
     Peers {
         overlay: ProtocolId,
         k: usize,
-        reply: Reply<Vec<PeerId>>,
+        reply: Reply<Result<Vec<PeerId>, ArcError>>,
     },
     Leave(ProtocolId),
+    /// A query or command to an overlay: runs on the node's task.
+    Overlay(OverlayCall),
     Shutdown(Reply<()>),
 }
 
+/// What the driver shares with the handles, so that sends, subscriptions
+/// and view reads need no round trip through the node's task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The data queue of every neighbour, kept by the driver.
+    pub(crate) data_queues: Mutex<BTreeMap<PeerId, mpsc::Sender<Bytes>>>,
+    /// Per-protocol event streams.
+    pub(crate) subscriptions: Mutex<Subscriptions>,
+    /// The protocols the node knows (its overlays' and the registered ones).
+    pub(crate) protocols: BTreeSet<ProtocolId>,
+    /// The views and neighbours, published by the driver when they change.
+    pub(crate) published: RwLock<Published>,
+    /// Settings of the event streams.
+    pub(crate) event_capacity: usize,
+    /// See [`super::Config::event_bytes`].
+    pub(crate) event_bytes: usize,
+    /// The node stopped.
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
+}
+
+/// The node's tables as last published by the driver.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Published {
+    pub(crate) views: BTreeMap<ProtocolId, (Inview, Outview)>,
+    pub(crate) neighbours: Vec<PeerId>,
+}
+
+impl Shared {
+    pub(crate) fn data_queues(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, mpsc::Sender<Bytes>>> {
+        self.data_queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A cloneable handle to a running node: every command goes through it.
+///
+/// Sends ([`NodeHandle::send`], [`NodeHandle::try_send`]), subscriptions
+/// ([`NodeHandle::subscribe`]) and view reads ([`NodeHandle::view`],
+/// [`NodeHandle::neighbours`]) use tables the node shares with its handles:
+/// they never wait on the node's task, so an application may call them from
+/// inside its event loop. The other commands are answered by the node's task,
+/// which never waits on the application.
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     local: PeerId,
     commands: mpsc::Sender<Command>,
-    /// Data queues of neighbours, kept from earlier sends so that a send
-    /// needs no round trip through the node's actor (shared by the clones).
-    data_queues: Arc<std::sync::Mutex<DataQueues>>,
+    shared: Arc<Shared>,
 }
 
-/// Neighbours' data queues known to the handles, at most [`MAX_DATA_QUEUES`].
-type DataQueues = BTreeMap<PeerId, mpsc::Sender<Bytes>>;
-
-/// Bound of the handles' cache of data queues; closed queues go first.
-const MAX_DATA_QUEUES: usize = 4096;
-
 impl NodeHandle {
-    pub(crate) fn new(local: PeerId, commands: mpsc::Sender<Command>) -> Self {
+    pub(crate) fn new(local: PeerId, commands: mpsc::Sender<Command>, shared: Arc<Shared>) -> Self {
         Self {
             local,
             commands,
-            data_queues: Arc::default(),
+            shared,
         }
     }
 
-    /// The data queue of `peer`: the cached one while it is open, otherwise
-    /// asked from the node (and cached).
-    async fn data_queue(&self, peer: PeerId) -> Result<mpsc::Sender<Bytes>, SendError> {
+    /// The data queue of `peer`, if connected.
+    fn data_queue(&self, peer: PeerId) -> Result<mpsc::Sender<Bytes>, SendError> {
+        if self.commands.is_closed()
+            || self
+                .shared
+                .stopped
+                .load(std::sync::atomic::Ordering::Acquire)
         {
-            let mut cache = self.data_queues.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(&peer) {
-                Some(queue) if !queue.is_closed() => return Ok(queue.clone()),
-                Some(_) => {
-                    cache.remove(&peer);
-                }
-                None => {}
-            }
+            return Err(SendError::Shutdown);
         }
-        let queue = self
-            .call(|reply| Command::DataSender { peer, reply })
-            .await
-            .ok_or(SendError::Shutdown)?
-            .ok_or(SendError::NotConnected(peer))?;
-        let mut cache = self.data_queues.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_DATA_QUEUES {
-            cache.retain(|_, q| !q.is_closed());
-            if cache.len() >= MAX_DATA_QUEUES {
-                cache.clear();
-            }
-        }
-        cache.insert(peer, queue.clone());
-        Ok(queue)
+        self.shared
+            .data_queues()
+            .get(&peer)
+            .filter(|q| !q.is_closed())
+            .cloned()
+            .ok_or(SendError::NotConnected(peer))
     }
+}
+
+fn data_frame(protocol: ProtocolId, payload: Vec<u8>) -> Result<Bytes, SendError> {
+    if payload.len() > crate::wire::MAX_DATA {
+        return Err(SendError::TooLarge {
+            size: payload.len(),
+            limit: crate::wire::MAX_DATA,
+        });
+    }
+    crate::wire::encode(&crate::wire::Message::Data { protocol, payload })
+        .map(Bytes::from)
+        .map_err(|_| SendError::TooLarge {
+            size: crate::wire::MAX_FRAME,
+            limit: crate::wire::MAX_FRAME,
+        })
 }
 
 impl std::fmt::Debug for Command {
@@ -127,12 +170,12 @@ impl std::fmt::Debug for Command {
             Command::JoinOverlay { .. } => "JoinOverlay",
             Command::OpenArc { .. } => "OpenArc",
             Command::CloseArc { .. } => "CloseArc",
-            Command::DataSender { .. } => "DataSender",
             Command::Bridge { .. } => "Bridge",
             Command::RequestBridge { .. } => "RequestBridge",
             Command::Snapshot(_) => "Snapshot",
             Command::Peers { .. } => "Peers",
             Command::Leave(_) => "Leave",
+            Command::Overlay(_) => "Overlay",
             Command::Shutdown(_) => "Shutdown",
         })
     }
@@ -211,6 +254,62 @@ impl NodeHandle {
         Ok(Some(contact))
     }
 
+    /// Joins `overlay` through `neighbour`, a peer this node is already
+    /// connected to (no signaling round trip): the overlay gets
+    /// `Input::Join { contact: neighbour }`. For a protocol without an
+    /// overlay, opens one arc to the neighbour.
+    ///
+    /// # Errors
+    /// [`ArcError::NotConnected`], [`ArcError::UnknownOverlay`].
+    pub async fn join_via(&self, overlay: ProtocolId, neighbour: PeerId) -> Result<(), ArcError> {
+        if !self.shared.protocols.contains(&overlay) {
+            return Err(ArcError::UnknownOverlay(overlay));
+        }
+        self.call(|reply| Command::JoinOverlay {
+            overlay,
+            contact: neighbour,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ArcError::Shutdown))
+    }
+
+    /// Reads the state of overlay `overlay`, whose type is `O`, on the node's
+    /// task: `h.query(spray_id, |s: &spray::State| s.size_estimate())`.
+    ///
+    /// # Errors
+    /// [`OverlayError::UnknownOverlay`], [`OverlayError::WrongType`],
+    /// [`OverlayError::Shutdown`].
+    pub async fn query<O: 'static, R: Send + 'static>(
+        &self,
+        overlay: ProtocolId,
+        f: impl FnOnce(&O) -> R + Send + 'static,
+    ) -> Result<R, OverlayError> {
+        self.command(overlay, move |o: &mut O, _| f(o)).await
+    }
+
+    /// Runs a command on overlay `overlay`, whose type is `O`, on the node's
+    /// task (with the node's `now`); what the overlay asks for in it (arcs,
+    /// messages, timers) is carried out right after.
+    ///
+    /// # Errors
+    /// As [`NodeHandle::query`].
+    pub async fn command<O: 'static, R: Send + 'static>(
+        &self,
+        overlay: ProtocolId,
+        f: impl FnOnce(&mut O, Instant) -> R + Send + 'static,
+    ) -> Result<R, OverlayError> {
+        let (tx, rx) = oneshot::channel();
+        let run = Box::new(move |core: &mut NodeCore, now: Instant| {
+            let _ = tx.send(core.with_overlay(now, overlay, f));
+        });
+        self.commands
+            .send(Command::Overlay(run))
+            .await
+            .map_err(|_| OverlayError::Shutdown)?;
+        rx.await.unwrap_or(Err(OverlayError::Shutdown))
+    }
+
     /// Opens one more arc to a connected neighbour (no handshake: an `ArcOpen`
     /// message keeps the neighbour's inview exact).
     ///
@@ -242,33 +341,93 @@ impl NodeHandle {
     }
 
     /// Sends application data to a connected neighbour. Waits while the
-    /// connection's data queue is full (back-pressure).
+    /// connection's data queue is full (back-pressure); the node itself never
+    /// waits on the application, so this cannot deadlock it.
     ///
     /// # Errors
     /// See [`SendError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled send sent nothing.
     pub async fn send(
         &self,
         peer: PeerId,
         protocol: ProtocolId,
         payload: impl Into<Vec<u8>>,
     ) -> Result<(), SendError> {
-        let payload = payload.into();
-        if payload.len() > crate::wire::MAX_DATA {
-            return Err(SendError::TooLarge {
-                size: payload.len(),
-                limit: crate::wire::MAX_DATA,
-            });
-        }
-        let sender = self.data_queue(peer).await?;
-        let frame = crate::wire::encode(&crate::wire::Message::Data { protocol, payload })
-            .map_err(|_| SendError::TooLarge {
-                size: crate::wire::MAX_FRAME,
-                limit: crate::wire::MAX_FRAME,
-            })?;
-        sender
-            .send(Bytes::from(frame))
+        let frame = data_frame(protocol, payload.into())?;
+        self.data_queue(peer)?
+            .send(frame)
             .await
             .map_err(|_| SendError::Closed)
+    }
+
+    /// Sends application data to a connected neighbour if its data queue has
+    /// room now; never waits.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the queue is full (the message is not sent),
+    /// otherwise as [`NodeHandle::send`].
+    pub fn try_send(
+        &self,
+        peer: PeerId,
+        protocol: ProtocolId,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), SendError> {
+        let frame = data_frame(protocol, payload.into())?;
+        self.data_queue(peer)?.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+
+    /// A stream of `protocol`'s events only: its messages, its arcs' openings
+    /// and closings, its failed connects, its bridges and state. While a
+    /// protocol has a subscriber, its events no longer go to the node's stream
+    /// ([`Node::next_event`]); every subscriber of a protocol gets each of its
+    /// events. A subscription ends when dropped.
+    ///
+    /// # Errors
+    /// [`ArcError::UnknownOverlay`] if the node neither runs nor registered
+    /// `protocol`.
+    pub fn subscribe(&self, protocol: ProtocolId) -> Result<Events, ArcError> {
+        if !self.shared.protocols.contains(&protocol) {
+            return Err(ArcError::UnknownOverlay(protocol));
+        }
+        let (sink, events) = Events::channel(self.shared.event_capacity, self.shared.event_bytes);
+        self.shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(protocol)
+            .or_default()
+            .push(sink);
+        Ok(events)
+    }
+
+    /// The arcs of `overlay` (`None` if the node neither runs nor registered
+    /// it), as of the node's last turn. Synchronous: never waits on the node.
+    pub fn view(&self, overlay: ProtocolId) -> Option<(Inview, Outview)> {
+        if !self.shared.protocols.contains(&overlay) {
+            return None;
+        }
+        let published = self
+            .shared
+            .published
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        Some(published.views.get(&overlay).cloned().unwrap_or_default())
+    }
+
+    /// The connected neighbours, in peer order, as of the node's last turn.
+    /// Synchronous: never waits on the node.
+    pub fn neighbours(&self) -> Vec<PeerId> {
+        self.shared
+            .published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .neighbours
+            .clone()
     }
 
     /// Bridge, on peer B: makes neighbour `from` open an arc in `overlay` to
@@ -321,14 +480,18 @@ impl NodeHandle {
         self.call(Command::Snapshot).await.unwrap_or_default()
     }
 
-    /// Up to `k` peers sampled by `overlay` (empty if the overlay is unknown).
-    pub async fn peers(&self, overlay: ProtocolId, k: usize) -> Vec<PeerId> {
+    /// Up to `k` peers sampled by `overlay`.
+    ///
+    /// # Errors
+    /// [`ArcError::UnknownOverlay`] if the node runs no such overlay.
+    pub async fn peers(&self, overlay: ProtocolId, k: usize) -> Result<Vec<PeerId>, ArcError> {
         self.call(|reply| Command::Peers { overlay, k, reply })
             .await
-            .unwrap_or_default()
+            .unwrap_or(Err(ArcError::Shutdown))
     }
 
-    /// Asks `overlay` to leave the network gracefully.
+    /// Asks `overlay` to leave the network gracefully (ignored for an
+    /// overlay the node does not run).
     pub async fn leave(&self, overlay: ProtocolId) {
         let _ = self.commands.send(Command::Leave(overlay)).await;
     }
@@ -343,7 +506,7 @@ impl NodeHandle {
 #[derive(Debug)]
 pub struct Node {
     pub(super) handle: NodeHandle,
-    pub(super) events: Option<mpsc::Receiver<Event>>,
+    pub(super) events: Option<Events>,
     pub(super) task: JoinHandle<()>,
 }
 
@@ -358,8 +521,11 @@ impl Node {
         self.handle.local
     }
 
-    /// The next event; `None` once the node stopped. Keep draining events: the node
-    /// waits when [`Config::event_capacity`](super::Config::event_capacity) events are pending.
+    /// The next event of the node's stream (the events of protocols without a
+    /// subscriber, see [`NodeHandle::subscribe`]); `None` once the node stopped.
+    /// The node never waits for its application: if more than
+    /// [`Config::event_capacity`](super::Config::event_capacity) events pile
+    /// up, new ones are dropped and this returns [`Event::Lagged`] first.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -369,13 +535,13 @@ impl Node {
 
     /// An event if one is ready now.
     pub fn try_next_event(&mut self) -> Option<Event> {
-        self.events.as_mut()?.try_recv().ok()
+        self.events.as_mut()?.try_recv()
     }
 
     /// Takes the event receiver, to drain it from another task; afterwards
     /// [`Node::next_event`] returns `None`. The node keeps its other abilities
     /// ([`Node::shutdown`], [`Node::kill`]).
-    pub fn take_events(&mut self) -> Option<mpsc::Receiver<Event>> {
+    pub fn take_events(&mut self) -> Option<Events> {
         self.events.take()
     }
 
@@ -384,7 +550,7 @@ impl Node {
     ///
     /// # Panics
     /// If the events were taken with [`Node::take_events`].
-    pub fn into_parts(self) -> (NodeHandle, mpsc::Receiver<Event>) {
+    pub fn into_parts(self) -> (NodeHandle, Events) {
         (self.handle, self.events.expect("events not taken"))
     }
 

@@ -7,34 +7,48 @@
 use std::time::Duration;
 
 /// Settings of a node. Every wait is bounded by one of these.
+///
+/// Each field names its default ([`Config::default`]); the stack file's
+/// `[node]` section sets every one of them (`…_ms` for durations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// How long a transport handshake may take before it fails with a timeout.
+    /// Default 10 s.
     pub handshake_timeout: Duration,
     /// How long a connection with no arcs stays open, so a quick re-add reuses it.
+    /// Default 5 s.
     pub linger: Duration,
-    /// Silence on a connection after which it is probed with a ping.
+    /// Silence on a connection after which it is probed with a ping. Default 5 s.
     pub keepalive: Duration,
     /// Silence after which a connection is declared lost (remote vanished).
+    /// Default 15 s.
     pub idle_timeout: Duration,
-    /// How long a bridge job may take, on every side.
+    /// How long a bridge job may take, on every side. Default 15 s.
     pub bridge_timeout: Duration,
-    /// Bridge jobs (and relayed handshakes) in flight per neighbour.
+    /// Bridge jobs (and relayed handshakes) in flight per neighbour. Default 16.
     pub max_jobs_per_neighbour: usize,
-    /// Handshakes in flight in total.
+    /// Handshakes in flight in total. Default 256.
     pub max_handshakes: usize,
-    /// Connected peers at most.
+    /// Connected peers at most. Default 1024.
     pub max_peers: usize,
-    /// Events waiting for the application at most (the node waits when full).
+    /// Events waiting for the application at most, per stream (the node's and
+    /// each subscription). The node never waits for its application: when a
+    /// stream is full, new events are dropped and the reader gets
+    /// [`Event::Lagged`]. Default 4096.
     pub event_capacity: usize,
+    /// Bytes of events (message payloads) waiting per stream at most; one
+    /// event always fits in an empty stream. Default 64 MiB.
+    pub event_bytes: usize,
     /// Control messages waiting per connection at most (a peer that lets more pile
-    /// up is too slow and is disconnected).
+    /// up is too slow and is disconnected). Default 4096.
     pub control_queue: usize,
-    /// Application messages waiting per connection at most (senders wait when full).
+    /// Application messages waiting per connection at most
+    /// ([`NodeHandle::send`] waits, [`NodeHandle::try_send`] fails when full).
+    /// Default 64.
     pub data_queue: usize,
-    /// Arcs in one direction to one peer in one overlay at most.
+    /// Arcs in one direction to one peer in one overlay at most. Default 4096.
     pub max_arcs_per_peer: u32,
-    /// Seed of the node's RNG (job ids, session ids). `None`: from the OS.
+    /// Seed of the node's RNG (job ids, session ids). `None` (the default): from the OS.
     pub seed: Option<u64>,
     /// How signals are authenticated: ed25519 signatures, always, on a real
     /// network ([`Builder::spawn`] refuses anything else).
@@ -68,6 +82,7 @@ impl Default for Config {
             max_handshakes: 256,
             max_peers: 1024,
             event_capacity: 4096,
+            event_bytes: 64 << 20,
             control_queue: 4096,
             data_queue: 64,
             max_arcs_per_peer: 4096,
@@ -83,10 +98,16 @@ pub mod core;
 #[cfg(feature = "tokio")]
 mod driver;
 #[cfg(feature = "tokio")]
+mod events;
+#[cfg(feature = "tokio")]
 mod handle;
+#[cfg(feature = "tokio")]
+mod links;
 
 #[cfg(feature = "tokio")]
 pub use builder::Builder;
+#[cfg(feature = "tokio")]
+pub use events::Events;
 #[cfg(feature = "tokio")]
 pub use handle::{Node, NodeHandle};
 
@@ -176,6 +197,13 @@ pub enum Event {
         /// Its new state.
         state: ConnectionState,
     },
+    /// The reader of this stream fell behind: `missed` events were dropped
+    /// here, because the stream was full (see [`Config::event_capacity`]).
+    /// The node never waits for its application.
+    Lagged {
+        /// Events dropped.
+        missed: u64,
+    },
 }
 
 /// Why a connection (or an arc needing one) could not be opened.
@@ -251,6 +279,26 @@ pub enum ArcError {
     Shutdown,
 }
 
+/// Why a query or command to an overlay failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverlayError {
+    /// The node runs no overlay with this id.
+    #[error("the node runs no overlay {0}")]
+    UnknownOverlay(ProtocolId),
+    /// The overlay with this id is not of the type asked for.
+    #[error("overlay {overlay} is not a {expected}")]
+    WrongType {
+        /// The overlay.
+        overlay: ProtocolId,
+        /// The type asked for.
+        expected: &'static str,
+    },
+    /// The node is shutting down.
+    #[error("node shut down")]
+    Shutdown,
+}
+
 /// Why application data could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -269,6 +317,10 @@ pub enum SendError {
     /// The connection closed while sending.
     #[error("connection closed")]
     Closed,
+    /// The connection's data queue is full ([`Config::data_queue`]); only
+    /// from [`NodeHandle::try_send`].
+    #[error("data queue full")]
+    Full,
     /// The node is shutting down.
     #[error("node shut down")]
     Shutdown,

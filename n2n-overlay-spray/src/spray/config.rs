@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use n2n_core::wire::ProtocolId;
 use serde::{Deserialize, Serialize};
 
 /// Spray's settings.
@@ -36,6 +37,10 @@ pub struct Config {
     /// The age of an arc that moves in a shuffle (default
     /// [`AgeRule::Reset`], the paper's).
     pub age_rule: AgeRule,
+    /// The protocol id of this instance's arcs and messages (default
+    /// [`super::PROTOCOL`], `"spray"`; in a stack file `protocol = "name"`).
+    /// Two Spray instances on one node need two ids.
+    pub protocol: ProtocolId,
 }
 
 /// The age an arc gets when it moves to another peer in a shuffle.
@@ -65,6 +70,7 @@ impl Default for Config {
             exchange_timeout: Duration::from_secs(10),
             leave_linger: Duration::from_secs(5),
             age_rule: AgeRule::Reset,
+            protocol: super::PROTOCOL,
         }
     }
 }
@@ -100,6 +106,7 @@ struct ConfigFile {
     exchange_timeout_ms: u64,
     leave_linger_ms: u64,
     age_rule: AgeRule,
+    protocol: String,
 }
 
 impl Default for ConfigFile {
@@ -116,6 +123,7 @@ impl From<Config> for ConfigFile {
             exchange_timeout_ms: ms(c.exchange_timeout),
             leave_linger_ms: ms(c.leave_linger),
             age_rule: c.age_rule,
+            protocol: c.protocol.name().unwrap_or("spray").to_string(),
         }
     }
 }
@@ -129,6 +137,7 @@ impl TryFrom<ConfigFile> for Config {
             exchange_timeout: Duration::from_millis(f.exchange_timeout_ms),
             leave_linger: Duration::from_millis(f.leave_linger_ms),
             age_rule: f.age_rule,
+            protocol: ProtocolId::from_runtime_name(&f.protocol),
         };
         config.validate()?;
         Ok(config)
@@ -156,6 +165,9 @@ mod tests {
         assert_eq!(c.age_rule, AgeRule::Keep);
         let e = toml::from_str::<Config>("age_rule = \"young\"").unwrap_err();
         assert!(e.to_string().contains("young"), "{e}");
+        let c: Config = toml::from_str("protocol = \"spray-2\"").unwrap();
+        assert_eq!(c.protocol, ProtocolId::from_name("spray-2"));
+        assert_eq!(c.protocol.name(), Some("spray-2"));
         let back = toml::to_string(&Config::default()).unwrap();
         assert_eq!(toml::from_str::<Config>(&back).unwrap(), Config::default());
     }

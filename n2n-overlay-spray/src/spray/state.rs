@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use n2n_core::arc::{Inview, Outview};
-use n2n_core::overlay::{ConnectionState, Input, Output, Overlay};
+use n2n_core::overlay::{ConnectionState, Input, Output, Overlay, Views};
 use n2n_core::time::Instant;
 use n2n_core::wire::ProtocolId;
 use rand::Rng;
@@ -20,7 +20,9 @@ mod arcs;
 mod exchange;
 mod membership;
 
-/// The protocol id of Spray's arcs and messages (`ProtocolId::from_name("spray")`).
+/// The default protocol id of Spray's arcs and messages
+/// (`ProtocolId::from_name("spray")`); another instance on the same node takes
+/// another id ([`Config::protocol`]).
 pub const PROTOCOL: ProtocolId = ProtocolId::from_name("spray");
 
 /// `γ − 1/2`: the mean view of a Spray network of N peers built by joins is
@@ -267,10 +269,22 @@ where
         (self.mean_view() - VIEW_OFFSET).exp()
     }
 
+    /// The arcs entering this peer.
+    pub fn inview(&self) -> &Inview<P> {
+        &self.inview
+    }
+
+    /// The arcs leaving this peer (every arc of the partial view).
+    pub fn outview(&self) -> &Outview<P> {
+        &self.outview
+    }
+
     /// Where the heap buffers that most inputs read live: the partial view,
     /// the outview, the inview and the announced arcs. A simulator running
     /// many peers prefetches them ahead of the inputs; the addresses are
-    /// never read through.
+    /// never read through. Only with the feature `prefetch-hook` (for
+    /// `n2n-sim`): not part of Spray's API.
+    #[cfg(feature = "prefetch-hook")]
     pub fn hot_buffers(&self) -> [*const u8; 4] {
         [
             self.view.entries().as_ptr().cast(),
@@ -371,7 +385,7 @@ where
     type Timer = Timer;
 
     fn protocol(&self) -> ProtocolId {
-        PROTOCOL
+        self.config.protocol
     }
 
     fn handle(&mut self, now: Instant, input: Input<P, Timer>) {
@@ -394,6 +408,9 @@ where
                 Err(error) => warn!(?from, %error, "spray: invalid message dropped"),
             },
             Input::Timer(timer) => self.handle_timer(now, timer),
+            // Spray keeps its own views; connections, samples and failed
+            // sends need no decision.
+            _ => {}
         }
         self.update_connection();
     }
@@ -406,14 +423,6 @@ where
             self.outputs.shrink_to(KEEP_OUTPUTS);
         }
         output
-    }
-
-    fn inview(&self) -> &Inview<P> {
-        &self.inview
-    }
-
-    fn outview(&self) -> &Outview<P> {
-        &self.outview
     }
 
     /// Up to `k` distinct neighbours: drawn from the partial view first, then
@@ -443,6 +452,16 @@ where
             out.extend(extra);
         }
         out
+    }
+}
+
+impl<P, R> Views<P> for State<P, R> {
+    fn inview(&self) -> &Inview<P> {
+        &self.inview
+    }
+
+    fn outview(&self) -> &Outview<P> {
+        &self.outview
     }
 }
 

@@ -158,6 +158,7 @@ impl Net {
                 );
             }
             Output::SetTimer { .. } | Output::StateChanged(_) => {}
+            other => panic!("Spray asked for {other:?}"),
         }
         caused
     }

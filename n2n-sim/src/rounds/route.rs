@@ -2,12 +2,12 @@
 //! step does when it is applied.
 
 use n2n_core::Direction;
-use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
+use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay, Views};
 use rand::Rng;
 
 use super::{Due, Rounds, Step, bit, micros};
 
-impl<O: Overlay<u32>> Rounds<O>
+impl<O: Overlay<u32> + Views<u32>> Rounds<O>
 where
     O::Timer: PartialEq,
 {
@@ -155,13 +155,14 @@ where
             }
             Output::CloseArc { to } => self.push_step(Step::Close { from: at, to }),
             Output::Bridge { from, to } => self.route_bridge(at, from, to),
-            Output::SetTimer { at: when, timer } => {
-                if timer != self.turn {
-                    let t = micros(when.saturating_duration_since(self.base));
-                    self.schedule(t, Due::Timer { peer: at, timer });
-                }
+            Output::SetTimer { at: when, timer } if timer != self.turn => {
+                let t = micros(when.saturating_duration_since(self.base));
+                self.schedule(t, Due::Timer { peer: at, timer });
             }
-            Output::StateChanged(_) => {}
+            // The turn timer (the engine's own) and the state need nothing;
+            // connections through neighbours and samples of other overlays
+            // are the node's (`--runtime node`), not this engine's.
+            _ => {}
         }
     }
 

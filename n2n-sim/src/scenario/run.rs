@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use n2n_core::overlay::Overlay;
 use n2n_overlay_spray::spray;
 use rand::Rng;
 

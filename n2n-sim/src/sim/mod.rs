@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use n2n_core::overlay::Overlay;
+use n2n_core::overlay::{Overlay, Views};
 use rand::Rng;
 
 use crate::queue::Entry;
@@ -185,7 +185,7 @@ impl Counters {
 /// between windows, events for other shards are handed over. Events at the
 /// same instant run in scheduling order within a shard. A seed reproduces a
 /// run exactly whatever the thread count.
-pub struct Sim<O: Overlay<u32>> {
+pub struct Sim<O: Overlay<u32> + Views<u32>> {
     config: Config,
     factory: Factory<O>,
     now: u64,
@@ -206,7 +206,7 @@ pub struct Sim<O: Overlay<u32>> {
     crashes: u64,
 }
 
-impl<O: Overlay<u32>> fmt::Debug for Sim<O> {
+impl<O: Overlay<u32> + Views<u32>> fmt::Debug for Sim<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sim")
             .field("now_us", &self.now)
@@ -219,7 +219,7 @@ impl<O: Overlay<u32>> fmt::Debug for Sim<O> {
     }
 }
 
-impl<O: Overlay<u32> + Send> Sim<O>
+impl<O: Overlay<u32> + Views<u32> + Send> Sim<O>
 where
     O::Timer: Send,
 {

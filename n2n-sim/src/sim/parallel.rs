@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use n2n_core::overlay::Overlay;
+use n2n_core::overlay::{Overlay, Views};
 
 use crate::barrier::{Barrier, BreakOnPanic};
 use crate::queue::Entry;
@@ -12,7 +12,7 @@ use super::Sim;
 use super::env::*;
 use super::shard::*;
 
-impl<O: Overlay<u32> + Send> Sim<O>
+impl<O: Overlay<u32> + Views<u32> + Send> Sim<O>
 where
     O::Timer: Send,
 {
@@ -140,7 +140,7 @@ where
 }
 
 /// Puts the events mailed to `shard` (one slot per sender) in its queue.
-pub(super) fn deliver_mail<O: Overlay<u32>>(
+pub(super) fn deliver_mail<O: Overlay<u32> + Views<u32>>(
     shard: &mut Shard<O>,
     mail: &mut [Vec<Entry<Kind<O::Timer>>>],
 ) {

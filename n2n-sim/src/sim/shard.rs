@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use n2n_core::Direction;
-use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay};
+use n2n_core::overlay::{ArcCloseReason, Input, Output, Overlay, Views};
 use rand::Rng;
 
 use crate::prefetch;
@@ -14,7 +14,7 @@ use super::Counters;
 use super::env::*;
 
 /// The peers `p` with `p % SHARDS == index`, their events and their draws.
-pub(super) struct Shard<O: Overlay<u32>> {
+pub(super) struct Shard<O: Overlay<u32> + Views<u32>> {
     pub(super) index: u32,
     /// Peer `p`'s state at `p / SHARDS`, live or not (a crashed peer's is
     /// replaced by a fresh one, never fed, so that its memory goes).
@@ -36,7 +36,7 @@ pub(super) struct Shard<O: Overlay<u32>> {
     pub(super) loaded: u64,
 }
 
-impl<O: Overlay<u32>> Shard<O> {
+impl<O: Overlay<u32> + Views<u32>> Shard<O> {
     pub(super) fn new(index: u32, seed: u64) -> Self {
         Self {
             index,
@@ -198,6 +198,9 @@ impl<O: Overlay<u32>> Shard<O> {
                 self.schedule(t, Kind::Timer { peer: at, timer });
             }
             Output::StateChanged(_) => {}
+            // Connections through neighbours and samples of other overlays
+            // are the node's (`--runtime node`), not of this engine.
+            _ => {}
         }
     }
 

@@ -171,6 +171,9 @@ impl NodeCore {
                 reason,
             },
         });
+        if self.overlay_index(overlay).is_some() {
+            self.refresh_overlay_state(overlay);
+        }
     }
 
     pub(super) fn on_arc_open(&mut self, from: PeerId, overlay: ProtocolId) {

@@ -80,6 +80,7 @@ impl NodeCore {
         self.bridge.neighbour_up(remote);
         info!(peer = %remote.short(), "connected");
         self.emit(Event::Connected { peer: remote });
+        self.connection_input(remote, true);
         self.refresh_linger(remote);
         conn
     }
@@ -177,12 +178,13 @@ impl NodeCore {
             self.fail_session(session, ConnectError::Bridge(BridgeFailure::PeerGone(peer)));
         }
         self.emit(Event::Disconnected { peer, reason });
+        self.connection_input(peer, false);
     }
 
     fn on_message(&mut self, from: PeerId, message: Message) {
         match message {
-            Message::ArcOpen { overlay } => self.on_arc_open(from, overlay),
-            Message::ArcClose { overlay } => self.on_arc_close(from, overlay),
+            Message::ArcOpen { overlay } => self.on_arc_open(from, self.named(overlay)),
+            Message::ArcClose { overlay } => self.on_arc_close(from, self.named(overlay)),
             Message::Bridge(message) => self.bridge.handle_message(self.now, from, *message),
             Message::Overlay { overlay, payload } => match self.overlay_index(overlay) {
                 Some(idx) => self
@@ -192,7 +194,7 @@ impl NodeCore {
             },
             Message::Data { protocol, payload } => self.emit(Event::Message {
                 from,
-                protocol,
+                protocol: self.named(protocol),
                 payload: Bytes::from(payload),
             }),
             Message::Ping { nonce } => self.send_control(from, &Message::Pong { nonce }),

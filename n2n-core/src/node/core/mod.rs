@@ -263,6 +263,8 @@ pub struct NodeCore {
     next_conn: u64,
     next_session: u64,
     overlays: Vec<OverlaySlot>,
+    /// The connection state of each protocol, as last reported.
+    overlay_states: BTreeMap<ProtocolId, crate::overlay::ConnectionState>,
     overlay_inputs: VecDeque<(usize, Input<PeerId, TimerToken>)>,
     timers: BTreeMap<(Instant, u64), (usize, TimerToken)>,
     timer_seq: u64,
@@ -325,6 +327,7 @@ impl NodeCore {
             next_conn: 0,
             next_session: 0,
             overlays,
+            overlay_states: BTreeMap::new(),
             overlay_inputs: VecDeque::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -519,6 +522,14 @@ impl NodeCore {
 
     fn done(&mut self, ticket: Ticket, result: Completion) {
         self.outputs.push_back(Output::Done { ticket, result });
+    }
+
+    /// `id` (read from the wire) with its name, if the node knows the protocol.
+    fn named(&self, id: ProtocolId) -> ProtocolId {
+        match self.protocols.binary_search(&id) {
+            Ok(i) => self.protocols[i],
+            Err(_) => id,
+        }
     }
 
     fn overlay_index(&self, id: ProtocolId) -> Option<usize> {

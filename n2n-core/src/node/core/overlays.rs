@@ -1,12 +1,14 @@
 //! The overlay driver: inputs queued for each overlay, their outputs turned
-//! into arcs, bridges, messages and timers.
+//! into arcs, bridges, connections through neighbours, samples of other
+//! overlays, messages and timers; the application's queries and commands to
+//! an overlay; the connection state the node computes for each overlay.
 
 use tracing::{debug, warn};
 
 use super::{BridgeOrigin, NodeCore};
 use crate::identity::PeerId;
-use crate::node::{ConnectError, Event};
-use crate::overlay::{Input, Output, TimerToken};
+use crate::node::{ConnectError, Event, OverlayError};
+use crate::overlay::{ConnectionState, Input, Output, TimerToken};
 use crate::time::Instant;
 use crate::wire::{Message, ProtocolId};
 
@@ -31,6 +33,71 @@ impl NodeCore {
         self.overlay_inputs.push_back((idx, Input::Leave));
         self.settle();
         Ok(())
+    }
+
+    /// Overlay `overlay`, downcast to its type `O`, if the node runs it.
+    pub fn overlay<O: 'static>(&self, overlay: ProtocolId) -> Option<&O> {
+        let idx = self.overlay_index(overlay)?;
+        self.overlays[idx].overlay.as_any().downcast_ref::<O>()
+    }
+
+    /// Runs `f` on overlay `overlay`, downcast to its type `O` (the
+    /// application's query or command), then carries out what it asked.
+    ///
+    /// # Errors
+    /// [`OverlayError::UnknownOverlay`] if the node runs no such overlay,
+    /// [`OverlayError::WrongType`] if it is not an `O`.
+    pub fn with_overlay<O: 'static, R>(
+        &mut self,
+        now: Instant,
+        overlay: ProtocolId,
+        f: impl FnOnce(&mut O, Instant) -> R,
+    ) -> Result<R, OverlayError> {
+        self.now = now;
+        let idx = self
+            .overlay_index(overlay)
+            .ok_or(OverlayError::UnknownOverlay(overlay))?;
+        let Some(o) = self.overlays[idx].overlay.as_any_mut().downcast_mut::<O>() else {
+            return Err(OverlayError::WrongType {
+                overlay,
+                expected: std::any::type_name::<O>(),
+            });
+        };
+        let result = f(o, now);
+        while let Some(output) = self.overlays[idx].overlay.poll_output() {
+            self.on_overlay_output(idx, output);
+        }
+        self.settle();
+        Ok(result)
+    }
+
+    /// Tells every overlay about a connection coming or going.
+    pub(super) fn connection_input(&mut self, peer: PeerId, up: bool) {
+        for idx in 0..self.overlays.len() {
+            let input = if up {
+                Input::Connected { peer }
+            } else {
+                Input::Disconnected { peer }
+            };
+            self.overlay_inputs.push_back((idx, input));
+        }
+    }
+
+    /// Emits `OverlayState` when the arcs of `overlay` change its state.
+    pub(super) fn refresh_overlay_state(&mut self, overlay: ProtocolId) {
+        let state = self
+            .views
+            .get(&overlay)
+            .map_or(ConnectionState::Disconnected, |v| {
+                ConnectionState::of(v.inview.len(), v.outview.len())
+            });
+        let before = self
+            .overlay_states
+            .insert(overlay, state)
+            .unwrap_or(ConnectionState::Disconnected);
+        if before != state {
+            self.emit(Event::OverlayState { overlay, state });
+        }
     }
 
     pub(super) fn drive_overlays(&mut self) {
@@ -63,8 +130,30 @@ impl NodeCore {
                         },
                     );
                 } else {
-                    debug!(peer = %to.short(), "overlay message to a peer that is not connected dropped");
+                    debug!(peer = %to.short(), "overlay message to a peer that is not connected");
+                    self.overlay_inputs.push_back((
+                        idx,
+                        Input::SendFailed {
+                            to,
+                            reason: ConnectError::NotConnected(to).to_string(),
+                        },
+                    ));
                 }
+            }
+            Output::Connect { via, to } => self.overlay_connect(id, via, to),
+            Output::Sample { overlay, k, tag } => {
+                let result = match self.overlay_index(overlay) {
+                    Some(j) => Ok(self.overlays[j].overlay.peers(k)),
+                    None => Err(OverlayError::UnknownOverlay(overlay).to_string()),
+                };
+                self.overlay_inputs.push_back((
+                    idx,
+                    Input::Sampled {
+                        overlay,
+                        tag,
+                        result,
+                    },
+                ));
             }
             Output::OpenArc { to } => {
                 if let Err(e) = self.add_arc(id, to) {
@@ -83,7 +172,30 @@ impl NodeCore {
                 self.timer_seq += 1;
                 self.timers.insert((at, self.timer_seq), (idx, timer));
             }
-            Output::StateChanged(state) => self.emit(Event::OverlayState { overlay: id, state }),
+            // The node computes the state from its arc table.
+            Output::StateChanged(_) => {}
+        }
+    }
+
+    /// An overlay's `Connect`: an arc to `to`, through neighbour `via` if
+    /// not connected; failures come back as `Input::ConnectFailed`.
+    fn overlay_connect(&mut self, overlay: ProtocolId, via: PeerId, to: PeerId) {
+        let early = if self.shutting_down {
+            Some(ConnectError::Shutdown)
+        } else if to == self.local {
+            Some(ConnectError::SelfConnect)
+        } else if self.peers.contains_key(&to) {
+            self.add_arc(overlay, to).err().map(ConnectError::from)
+        } else if !self.peers.contains_key(&via) {
+            Some(ConnectError::NotConnected(via))
+        } else {
+            let token = self.token();
+            self.request_tickets.insert(token, None);
+            self.bridge.request(self.now, overlay, via, to, token);
+            None
+        };
+        if let Some(e) = early {
+            self.connect_failed(Some(overlay), to, e);
         }
     }
 }
