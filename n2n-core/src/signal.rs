@@ -130,6 +130,14 @@ impl Signal {
     }
 }
 
+impl crate::bridge::RelaySize for SignedSignal {
+    /// The payload and the transport name: what a relay can bound without
+    /// checking the signature (the header is fixed-size).
+    fn relay_size(&self) -> usize {
+        self.signal.payload.len() + self.signal.transport.len()
+    }
+}
+
 impl SignedSignal {
     /// Checks the signature and that the signal is addressed to `us`.
     ///

@@ -21,6 +21,14 @@ pub const MAX_DATA: usize = 16 * 1024 * 1024;
 /// Largest frame accepted by [`decode`]: the largest payload plus headers.
 pub const MAX_FRAME: usize = MAX_DATA + 1024;
 
+/// Largest frame of any message but [`Message::Data`] (128 KiB): a relayed
+/// signal (64 KiB of payload) or an overlay message fits; a neighbour cannot
+/// make a peer decode, hold or relay megabytes of control traffic.
+pub const MAX_CONTROL_FRAME: usize = 128 * 1024;
+
+/// The postcard index of [`Message::Data`], the first byte after the version.
+const DATA_TAG: u8 = 4;
+
 /// Identifies an overlay or an application protocol on a connection.
 ///
 /// Build one from a name with [`ProtocolId::from_name`], so that every peer
@@ -176,7 +184,8 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
     decode_with_limit(frame, MAX_FRAME)
 }
 
-/// Decodes one frame of at most `limit` bytes.
+/// Decodes one frame of at most `limit` bytes ([`Message::Data`]) or of at
+/// most [`MAX_CONTROL_FRAME`] and `limit` (every other message).
 ///
 /// # Errors
 /// See [`DecodeError`].
@@ -190,6 +199,12 @@ pub fn decode_with_limit(frame: &[u8], limit: usize) -> Result<Message, DecodeEr
     }
     if version != VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
+    }
+    if body.first() != Some(&DATA_TAG) && frame.len() > MAX_CONTROL_FRAME.min(limit) {
+        return Err(DecodeError::TooLarge {
+            size: frame.len(),
+            limit: MAX_CONTROL_FRAME.min(limit),
+        });
     }
     let (message, rest) =
         postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -326,6 +341,34 @@ mod tests {
             payload: vec![0; MAX_FRAME],
         };
         assert!(matches!(encode(&big), Err(EncodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn control_frames_are_bounded_apart_from_data() {
+        let data = Message::Data {
+            protocol: ProtocolId(1),
+            payload: vec![0; MAX_CONTROL_FRAME],
+        };
+        assert_eq!(decode(&encode(&data).unwrap()).unwrap(), data);
+        let overlay = Message::Overlay {
+            overlay: ProtocolId(1),
+            payload: vec![0; MAX_CONTROL_FRAME],
+        };
+        assert!(matches!(
+            decode(&encode(&overlay).unwrap()),
+            Err(DecodeError::TooLarge {
+                limit: MAX_CONTROL_FRAME,
+                ..
+            })
+        ));
+        assert_eq!(
+            encode(&Message::Data {
+                protocol: ProtocolId(0),
+                payload: vec![]
+            })
+            .unwrap()[1],
+            DATA_TAG
+        );
     }
 
     #[test]

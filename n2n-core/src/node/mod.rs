@@ -312,6 +312,10 @@ pub struct Snapshot {
     pub bridges_failed: u64,
     /// Frames that failed to decode or broke the protocol, since start.
     pub protocol_violations: u64,
+    /// Requests from remotes refused by a budget or by an overlay's
+    /// admission check (relayed signals over a relay budget, arcs and
+    /// handshakes not consented to, replayed signals), since start.
+    pub refusals: u64,
     /// Connection reader/writer tasks alive.
     pub connection_tasks: usize,
 }

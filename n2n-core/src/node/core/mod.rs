@@ -268,6 +268,8 @@ pub struct NodeCore {
     timer_seq: u64,
     outputs: VecDeque<Output>,
     violations: u64,
+    /// Remote requests refused by a budget or an admission check.
+    refusals: u64,
     shutting_down: bool,
 }
 
@@ -302,6 +304,7 @@ impl NodeCore {
             crate::bridge::Config {
                 timeout: config.bridge_timeout,
                 max_jobs_per_neighbour: config.max_jobs_per_neighbour,
+                ..crate::bridge::Config::default()
             },
             protocols.iter().copied(),
             rng.random(),
@@ -330,6 +333,7 @@ impl NodeCore {
             timer_seq: 0,
             outputs: VecDeque::new(),
             violations: 0,
+            refusals: 0,
             shutting_down: false,
         }
     }
@@ -400,6 +404,7 @@ impl NodeCore {
             bridges_ok: stats.bridges_ok,
             bridges_failed: stats.bridges_failed,
             protocol_violations: self.violations + stats.violations,
+            refusals: self.refusals + stats.relay_refusals,
             connection_tasks: 0,
         }
     }
