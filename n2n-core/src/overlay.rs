@@ -162,6 +162,38 @@ pub enum Output<P, T> {
     StateChanged(ConnectionState),
 }
 
+/// What a remote asks an overlay to consent to (see [`Overlay::admit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission<P> {
+    /// Neighbour `relay` orders this peer to open an arc to `to` through it
+    /// (a bridge's `ConnectTo`): a connection and a handshake if `to` is not
+    /// a neighbour yet.
+    ConnectTo {
+        /// The neighbour giving the order (the bridge's relay).
+        relay: P,
+        /// The arc's target.
+        to: P,
+    },
+}
+
+/// An overlay's refusal of an [`Admission`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("refused by the overlay: {reason}")]
+pub struct Denied {
+    /// Why, for logs and counters.
+    pub reason: String,
+}
+
+impl Denied {
+    /// A refusal for `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A sans-IO overlay protocol.
 pub trait Overlay<P>: Send + 'static {
     /// The overlay's timers.
@@ -184,6 +216,19 @@ pub trait Overlay<P>: Send + 'static {
 
     /// Up to `k` distinct peers sampled from the partial view (peer sampling).
     fn peers(&mut self, k: usize) -> Vec<P>;
+
+    /// Whether the overlay consents to what a remote asks (as libp2p's
+    /// `ConnectionDenied`): the node asks before it acts, and a refusal is
+    /// answered to the remote as a failure and counted
+    /// ([`crate::node::Snapshot::refusals`]). The default consents to
+    /// everything; an overlay in an open network should not.
+    ///
+    /// # Errors
+    /// [`Denied`] to refuse.
+    fn admit(&mut self, now: Instant, request: &Admission<P>) -> Result<(), Denied> {
+        let _ = (now, request);
+        Ok(())
+    }
 }
 
 /// Opaque handle of a timer of a type-erased overlay (see [`DynOverlay`]).
@@ -205,6 +250,14 @@ pub trait DynOverlay: Send + fmt::Debug {
     fn outview(&self) -> &Outview<crate::PeerId>;
     /// See [`Overlay::peers`].
     fn peers(&mut self, k: usize) -> Vec<crate::PeerId>;
+    /// See [`Overlay::admit`].
+    ///
+    /// # Errors
+    /// [`Denied`] to refuse.
+    fn admit(&mut self, now: Instant, request: &Admission<crate::PeerId>) -> Result<(), Denied> {
+        let _ = (now, request);
+        Ok(())
+    }
 }
 
 /// Wraps an [`Overlay`] into a [`DynOverlay`], keeping its typed timers in a table.
@@ -304,5 +357,9 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
 
     fn peers(&mut self, k: usize) -> Vec<crate::PeerId> {
         self.inner.peers(k)
+    }
+
+    fn admit(&mut self, now: Instant, request: &Admission<crate::PeerId>) -> Result<(), Denied> {
+        self.inner.admit(now, request)
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Instant;
 
 use n2n_core::arc::{Inview, Outview};
-use n2n_core::overlay::{ConnectionState, Input, Output, Overlay};
+use n2n_core::overlay::{Admission, ConnectionState, Denied, Input, Output, Overlay};
 use n2n_core::wire::ProtocolId;
 use rand::Rng;
 use serde::Serialize;
@@ -16,9 +16,12 @@ use super::config::Config;
 use super::message::Message;
 use super::view::{Mark, PartialView};
 
+mod admission;
 mod arcs;
 mod exchange;
 mod membership;
+
+pub use admission::{MAX_JOINED, UNANNOUNCED_PER_ROUND};
 
 /// The protocol id of Spray's arcs and messages (`ProtocolId::from_name("spray")`).
 pub const PROTOCOL: ProtocolId = ProtocolId::from_name("spray");
@@ -125,8 +128,8 @@ pub struct State<P, R> {
     /// The end of the current shuffle period (see `arm_shuffle`).
     period_end: Option<Instant>,
     /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age,
-    /// announced at)`, oldest first.
-    incoming: VecDeque<(P, u32, Instant)>,
+    /// announced at, partner)`, oldest first.
+    incoming: VecDeque<(P, u32, Instant, P)>,
     round: i64,
     down: Vec<(P, u32)>,
     exchange: Option<PendingExchange<P>>,
@@ -136,6 +139,12 @@ pub struct State<P, R> {
     next_exchange: u64,
     scratch: Vec<usize>,
     config: Config,
+    /// Partners whose exchange was answered, with the round.
+    answered: Vec<(P, i64)>,
+    /// Unannounced bridge orders accepted per relay in a round.
+    orders: Vec<(P, i64, u32)>,
+    /// Newcomers whose join was served (see `admission`).
+    joined: VecDeque<P>,
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for State<P, R> {
@@ -178,6 +187,9 @@ where
             leave: LeavePhase::Member,
             mean_view: None,
             scratch: Vec::new(),
+            answered: Vec::new(),
+            orders: Vec::new(),
+            joined: VecDeque::new(),
         }
     }
 
@@ -419,6 +431,10 @@ where
     /// Up to `k` distinct neighbours: drawn from the partial view first, then
     /// topped up from the inview (as the JavaScript `getPeers` did), so that a
     /// peer with a small view still offers all the neighbours it has.
+    fn admit(&mut self, _now: Instant, request: &Admission<P>) -> Result<(), Denied> {
+        self.admit_request(request)
+    }
+
     fn peers(&mut self, k: usize) -> Vec<P> {
         let mut out: Vec<P> = self
             .outview

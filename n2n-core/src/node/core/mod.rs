@@ -452,6 +452,10 @@ impl NodeCore {
         if let Some(((t, _), _)) = self.timers.first_key_value() {
             consider(*t);
         }
+        if !self.overlay_inputs.is_empty() {
+            // Inputs left by a turn's budget: the next turn is due now.
+            consider(self.now);
+        }
         next
     }
 
@@ -538,8 +542,9 @@ impl NodeCore {
     /// Overlays and the bridge feed each other: runs both until quiet.
     fn settle(&mut self) {
         loop {
-            self.drive_overlays();
-            if !self.drain_bridge() && self.overlay_inputs.is_empty() {
+            let finished = self.drive_overlays();
+            let bridged = self.drain_bridge();
+            if !finished || (!bridged && self.overlay_inputs.is_empty()) {
                 break;
             }
         }

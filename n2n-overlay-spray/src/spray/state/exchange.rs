@@ -92,13 +92,14 @@ where
             .collect()
     }
 
-    /// Remembers the ages of arcs a partner announced, until they arrive.
-    pub(super) fn expect_arcs(&mut self, now: Instant, sample: Vec<(P, u32)>) {
+    /// Remembers the arcs partner `from` announced (their ages, and that
+    /// `from` will order them: see `admit`), until they arrive.
+    pub(super) fn expect_arcs(&mut self, now: Instant, from: &P, sample: Vec<(P, u32)>) {
         for (peer, arc_age) in sample {
             if self.incoming.len() == MAX_INCOMING {
                 self.incoming.pop_front();
             }
-            self.incoming.push_back((peer, arc_age, now));
+            self.incoming.push_back((peer, arc_age, now, from.clone()));
         }
     }
 
@@ -110,7 +111,7 @@ where
     /// for an arc that does not come).
     pub(super) fn settled(&mut self, now: Instant) -> bool {
         let wait = self.config.exchange_timeout.min(self.config.delta / 2);
-        while let Some(&(_, _, at)) = self.incoming.front() {
+        while let Some(&(_, _, at, _)) = self.incoming.front() {
             if at + wait > now {
                 break;
             }
@@ -216,13 +217,26 @@ where
             );
             return;
         }
+        if !theirs.iter().any(|(p, _)| *p == from) {
+            // An initiator's sample always holds its arc to us, turned into
+            // an arc to itself: a sample without it is no shuffle's.
+            warn!(
+                ?from,
+                "spray: exchange whose sample lacks its sender ignored"
+            );
+            return;
+        }
+        let again = self
+            .answered
+            .iter()
+            .any(|(p, r)| *p == from && *r == self.round);
         let live = self
             .view
             .entries()
             .iter()
             .filter(|e| e.mark == Mark::Live)
             .count();
-        if live == 0 || self.exchange.is_some() || !self.settled(now) {
+        if live == 0 || again || self.exchange.is_some() || !self.settled(now) {
             // Nothing to give (every arc reserved for our own exchange, or
             // given away and closing), our arcs are promised elsewhere, or
             // the arcs of our last exchange are still on their way: an
@@ -241,9 +255,11 @@ where
             );
             return;
         }
+        self.answered.retain(|(_, r)| *r == self.round);
+        self.answered.push((from.clone(), self.round));
         self.sample_live(live.div_ceil(2), None);
         let mine = self.mix_mean();
-        let mean = (mine + f64::from(their_mean)) / 2.0;
+        let mean = bounded_mean(mine, f64::from(their_mean));
         self.mean_view = Some(mean);
         let sample = self.sample_list(&from);
         self.send(
@@ -254,7 +270,7 @@ where
                 sample,
             },
         );
-        self.expect_arcs(now, theirs);
+        self.expect_arcs(now, &from, theirs);
         self.give_sample(&from);
     }
 
@@ -282,8 +298,10 @@ where
             return;
         }
         self.exchange = None;
-        self.mean_view = Some(f64::from(mean));
-        self.expect_arcs(now, theirs);
+        let mine = self.mean_view();
+        // The reply carries both means averaged: taken as is, within bounds.
+        self.mean_view = Some(bound(mine, f64::from(mean)));
+        self.expect_arcs(now, &from, theirs);
         self.scratch.clear();
         self.scratch.extend(
             self.view
@@ -295,4 +313,17 @@ where
         );
         self.give_sample(&from);
     }
+}
+
+/// The mean of our running mean `mine` and a partner's `theirs`, the
+/// partner's first held within a factor of four of ours (plus four arcs):
+/// one partner moves our estimate, it cannot set it (an announced mean of
+/// 1000 would make the size estimate e^1000).
+pub(super) fn bounded_mean(mine: f64, theirs: f64) -> f64 {
+    (mine + bound(mine, theirs)) / 2.0
+}
+
+/// `theirs` held within a factor of four of `mine`, plus four arcs.
+fn bound(mine: f64, theirs: f64) -> f64 {
+    theirs.clamp(mine / 4.0, mine * 4.0 + 4.0)
 }
