@@ -12,8 +12,9 @@ use crate::identity::PeerId;
 use crate::signal::SignedSignal;
 use crate::signal::serde_bytes_compat as bytes_serde;
 
-/// Version byte that starts every frame.
-pub const VERSION: u8 = 1;
+/// Version byte that starts every frame (2: signals of format v2, the
+/// control-frame limit).
+pub const VERSION: u8 = 2;
 
 /// Largest application payload in one [`Message::Data`] (16 MiB).
 pub const MAX_DATA: usize = 16 * 1024 * 1024;
@@ -324,8 +325,11 @@ mod tests {
     #[test]
     fn typed_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode(&[2, 0]), Err(DecodeError::UnsupportedVersion(2)));
-        assert!(matches!(decode(&[1, 200]), Err(DecodeError::Malformed(_))));
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::UnsupportedVersion(1)));
+        assert!(matches!(
+            decode(&[VERSION, 200]),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut frame = encode(&Message::Close {
             reason: CloseReason::Shutdown,
         })

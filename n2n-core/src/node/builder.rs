@@ -157,8 +157,9 @@ impl Builder {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
         });
-        let core = NodeCore::new(
-            tokio::time::Instant::now().into_std(),
+        let now = tokio::time::Instant::now().into_std();
+        let mut core = NodeCore::new(
+            now,
             self.config,
             self.keypair,
             transport.name(),
@@ -166,6 +167,11 @@ impl Builder {
             self.protocols,
             seed,
         );
+        // The one read of the wall clock: signals are valid until a unix time.
+        let unix_ms = web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        core.set_wall_clock(now, unix_ms);
         let task = tokio::spawn(Driver::new(core, transport, events_tx).run(commands_rx));
         Ok(Node {
             handle: NodeHandle::new(local, commands_tx),

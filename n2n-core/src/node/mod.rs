@@ -21,8 +21,24 @@ pub struct Config {
     pub bridge_timeout: Duration,
     /// Bridge jobs (and relayed handshakes) in flight per neighbour.
     pub max_jobs_per_neighbour: usize,
-    /// Handshakes in flight in total.
+    /// Handshakes this node dials in flight at most (default 256). Offers
+    /// from remotes have their own budget, so that they cannot block our
+    /// dials.
     pub max_handshakes: usize,
+    /// Handshakes remotes started (their offers) in flight at most
+    /// (default 64).
+    pub max_inbound_handshakes: usize,
+    /// The network this node's signals are signed for and the only one it
+    /// accepts signals of (default `"n2n"`): set it to the room or stack
+    /// name, so that a signal cannot be replayed in another network.
+    pub network: String,
+    /// How long a signal this node signs stays valid (its not-after time is
+    /// now plus this; default 60 s). A signal is refused past its not-after
+    /// time, or if that lies more than this plus 30 s of clock skew ahead.
+    pub signal_lifetime: Duration,
+    /// Offers remembered to refuse their replays (default 4,096; oldest
+    /// forgotten first, when the not-after time protects).
+    pub replay_cache: usize,
     /// Connected peers at most.
     pub max_peers: usize,
     /// Events waiting for the application at most (the node waits when full).
@@ -66,6 +82,10 @@ impl Default for Config {
             bridge_timeout: Duration::from_secs(15),
             max_jobs_per_neighbour: 16,
             max_handshakes: 256,
+            max_inbound_handshakes: 64,
+            network: "n2n".to_string(),
+            signal_lifetime: Duration::from_secs(60),
+            replay_cache: 4096,
             max_peers: 1024,
             event_capacity: 4096,
             control_queue: 4096,

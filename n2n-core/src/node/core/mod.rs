@@ -74,9 +74,12 @@
 
 mod arcs;
 mod connections;
+mod freshness;
 mod overlays;
 mod relay;
 mod sessions;
+
+pub use freshness::MAX_CLOCK_SKEW;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -208,6 +211,8 @@ struct Session {
     role: Role,
     path: SignalPath,
     next_seq: u32,
+    /// The highest `seq` of the remote's signals taken in this session.
+    remote_seq: Option<u32>,
     deadline: Instant,
     waiters: Vec<Waiter>,
 }
@@ -270,6 +275,10 @@ pub struct NodeCore {
     violations: u64,
     /// Remote requests refused by a budget or an admission check.
     refusals: u64,
+    /// The wall clock: unix ms at an instant (see [`NodeCore::set_wall_clock`]).
+    wall: Option<(Instant, u64)>,
+    /// Offers taken, by (author, session), to refuse their replays.
+    replay: freshness::ReplayCache,
     shutting_down: bool,
 }
 
@@ -334,6 +343,8 @@ impl NodeCore {
             outputs: VecDeque::new(),
             violations: 0,
             refusals: 0,
+            wall: None,
+            replay: freshness::ReplayCache::default(),
             shutting_down: false,
         }
     }

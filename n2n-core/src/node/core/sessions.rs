@@ -84,6 +84,15 @@ impl NodeCore {
                 self.fail_waiters(s.remote, s.waiters, ConnectError::TooManyPeers);
                 None
             }
+            Ok(()) if s.role == Role::Acceptor && self.peers.contains_key(&s.remote) => {
+                // The neighbour dialed again: it lost (or restarted without)
+                // the connection we hold. The new one replaces it.
+                debug!(peer = %s.remote.short(), "connection replaced by the peer's new dial");
+                self.connection_lost(s.remote, "replaced by the peer's new connection".into());
+                let conn = (!self.shutting_down).then(|| self.add_connection(s.remote));
+                self.serve_waiters(s.remote, s.waiters);
+                conn
+            }
             Ok(()) => {
                 let conn = if self.peers.contains_key(&s.remote) || self.shutting_down {
                     debug!(peer = %s.remote.short(), "duplicate connection closed");
@@ -129,11 +138,11 @@ impl NodeCore {
             session.waiters.extend(waiters);
             return;
         }
-        if self.sessions.len() >= self.config.max_handshakes {
+        if self.handshakes(Some(Role::Dialer)) >= self.config.max_handshakes {
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
             return;
         }
-        if self.peers_and_handshakes() >= self.config.max_peers {
+        if self.peers_and_handshakes(Some(Role::Dialer)) >= self.config.max_peers {
             self.fail_waiters(remote, waiters, ConnectError::TooManyPeers);
             return;
         }
@@ -161,6 +170,7 @@ impl NodeCore {
                 role,
                 path,
                 next_seq: 0,
+                remote_seq: (role == Role::Acceptor).then_some(0),
                 deadline: self.now + self.config.handshake_timeout,
                 waiters,
             },
@@ -191,10 +201,13 @@ impl NodeCore {
         };
         s.next_seq += 1;
         let path = s.path;
+        let freshness = self.freshness();
         let signed = match self.config.signal_auth {
-            SignalAuth::Ed25519 => signal.sign(&self.keypair),
+            SignalAuth::Ed25519 => signal.sign_fresh(&self.keypair, freshness),
             SignalAuth::UnsignedForSimulation => Ok(SignedSignal {
+                version: crate::signal::SIGNAL_VERSION,
                 signal,
+                freshness: Box::new(freshness),
                 signature: [0; 64],
             }),
         };
@@ -225,7 +238,8 @@ impl NodeCore {
                 })
             }
             SignalAuth::UnsignedForSimulation => Ok(()),
-        };
+        }
+        .and_then(|()| self.check_freshness(&signed));
         let signal = match verified {
             Ok(()) => signed.signal,
             Err(e) => {
@@ -258,18 +272,22 @@ impl NodeCore {
         let remote = signal.from;
         let existing = self
             .sessions
-            .iter()
-            .find(|(_, s)| s.remote == remote && s.wire == signal.session)
-            .map(|(id, s)| (*id, s.role));
-        if let Some((session, role)) = existing {
-            if role != signal.role {
-                self.push(Output::HandshakeSignal {
-                    session,
-                    payload: signal.payload,
-                });
-            } else {
+            .iter_mut()
+            .find(|(_, s)| s.remote == remote && s.wire == signal.session);
+        if let Some((&session, s)) = existing {
+            if s.role == signal.role {
                 debug!("signal for a session of the same role ignored");
+                return;
             }
+            if s.remote_seq.is_some_and(|last| signal.seq <= last) {
+                self.refuse_replay(&signal);
+                return;
+            }
+            s.remote_seq = Some(signal.seq);
+            self.push(Output::HandshakeSignal {
+                session,
+                payload: signal.payload,
+            });
             return;
         }
         if signal.role != Role::Dialer || signal.seq != 0 {
@@ -279,11 +297,15 @@ impl NodeCore {
             );
             return;
         }
-        if self.peers.contains_key(&remote) {
-            debug!(peer = %remote.short(), "dial from a connected peer ignored");
+        if !self.remember_offer(remote, signal.session) {
+            self.refuse_replay(&signal);
             return;
         }
         // Glare: both sides dial at once. The dial of the smaller peer id wins.
+        // A fresh offer replaces a pending acceptor session of the same
+        // remote (it gave that one up: a retried dial, a restart), and a
+        // connection to a neighbour is replaced once its new handshake is
+        // done (see `handle_handshake_done`).
         let ours = self
             .sessions
             .iter()
@@ -296,18 +318,30 @@ impl NodeCore {
                 return;
             }
             if role == Role::Acceptor {
-                return;
+                debug!(peer = %remote.short(), "a fresh offer replaces a pending one");
+            } else {
+                debug!(peer = %remote.short(), "glare: their dial wins");
             }
-            debug!(peer = %remote.short(), "glare: their dial wins");
             if let Some(lost) = self.sessions.remove(&id) {
                 waiters = lost.waiters;
+                if let SignalPath::Relay { via, job } = lost.path
+                    && lost.path != path
+                    && !self.bridge.is_opener(&via, job)
+                {
+                    self.bridge.handshake_done(
+                        &via,
+                        job,
+                        Err(BridgeFailure::Transport("replaced by a fresh offer".into())),
+                    );
+                }
             }
             self.push(Output::AbortHandshake { session: id });
         }
-        if self.sessions.len() >= self.config.max_handshakes
-            || self.peers_and_handshakes() >= self.config.max_peers
+        if self.handshakes(Some(Role::Acceptor)) >= self.config.max_inbound_handshakes
+            || self.peers_and_handshakes(None) >= self.config.max_peers
         {
-            warn!(peer = %remote.short(), "incoming handshake refused: limits reached");
+            self.refusals += 1;
+            debug!(peer = %remote.short(), "incoming handshake refused: limits reached");
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
             return;
         }
@@ -321,13 +355,32 @@ impl NodeCore {
         );
     }
 
-    /// Neighbours plus handshakes in flight with peers that are not
-    /// neighbours yet: what `max_peers` bounds.
-    fn peers_and_handshakes(&self) -> usize {
+    fn refuse_replay(&mut self, signal: &Signal) {
+        self.refusals += 1;
+        let e = SignalError::Replayed {
+            session: signal.session,
+            seq: signal.seq,
+        };
+        debug!(peer = %signal.from.short(), error = %e, "signal refused");
+    }
+
+    /// Handshakes in flight in `role` (both roles with `None`).
+    fn handshakes(&self, role: Option<Role>) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| role.is_none_or(|r| s.role == r))
+            .count()
+    }
+
+    /// Neighbours plus handshakes in flight (in `role`, or both) with peers
+    /// that are not neighbours yet: what `max_peers` bounds. Our dials count
+    /// only our own, so that offers cannot block them.
+    fn peers_and_handshakes(&self, role: Option<Role>) -> usize {
         self.peers.len()
             + self
                 .sessions
                 .values()
+                .filter(|s| role.is_none_or(|r| s.role == r))
                 .filter(|s| !self.peers.contains_key(&s.remote))
                 .count()
     }
