@@ -22,6 +22,12 @@ pub const MAX_DATA: usize = 16 * 1024 * 1024;
 /// Largest frame accepted by [`decode`]: the largest payload plus headers.
 pub const MAX_FRAME: usize = MAX_DATA + 1024;
 
+/// The default largest message of the transports (`max_message`): 1 MiB of
+/// application payload plus frame headers. Configurable up to [`MAX_FRAME`];
+/// a transport buffers a bounded number of messages per connection, so this
+/// sets its memory per connection.
+pub const DEFAULT_MAX_MESSAGE: usize = (1 << 20) + 1024;
+
 /// Largest frame of any message but [`Message::Data`] (128 KiB): a relayed
 /// signal (64 KiB of payload) or an overlay message fits; a neighbour cannot
 /// make a peer decode, hold or relay megabytes of control traffic.

@@ -101,7 +101,9 @@ pub struct Config {
     /// loopback ones when there are others (on the remote's host a loopback
     /// address names the remote's own machine).
     pub announce: Vec<Multiaddr>,
-    /// Largest message a connection carries, in bytes.
+    /// Largest message a connection carries, in bytes (default
+    /// [`n2n_core::wire::DEFAULT_MAX_MESSAGE`], 1 MiB and headers). A frame
+    /// is read as its bytes arrive, never allocated from its announced size.
     pub max_message: usize,
     /// Bound on every wait of a handshake (signals, dial, stream opening).
     pub handshake_timeout: Duration,
@@ -115,7 +117,7 @@ impl Default for Config {
             protocols: vec![Protocol::Tcp, Protocol::Quic],
             listen: Vec::new(),
             announce: Vec::new(),
-            max_message: n2n_core::wire::MAX_FRAME,
+            max_message: n2n_core::wire::DEFAULT_MAX_MESSAGE,
             handshake_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(30),
         }

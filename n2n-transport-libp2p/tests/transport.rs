@@ -20,6 +20,8 @@ fn config(protocols: &[Protocol]) -> Config {
     Config {
         protocols: protocols.to_vec(),
         handshake_timeout: Duration::from_secs(5),
+        // Above the 1 MiB default: large messages are tested here.
+        max_message: n2n_core::wire::MAX_FRAME,
         ..Config::default()
     }
 }

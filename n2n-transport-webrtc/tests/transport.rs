@@ -138,7 +138,7 @@ async fn concurrent_sends_interleave_and_arrive_whole() {
 async fn messages_above_the_limit_are_refused_clearly() {
     let p = pair().await;
     let limit = Config::default().max_message;
-    assert!(limit >= n2n_core::wire::MAX_FRAME);
+    assert_eq!(limit, n2n_core::wire::DEFAULT_MAX_MESSAGE);
     assert_eq!(
         p.ca.send(Bytes::from(vec![0; limit + 1])).await,
         Err(ConnectionError::TooLarge {
