@@ -6,7 +6,7 @@ use std::fmt;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use super::{Config, Failure, Message, Output, Stats};
 use crate::time::Instant;
@@ -419,7 +419,7 @@ where
 
     /// We are the recipient of a relayed signal that failed verification.
     pub fn signal_rejected(&mut self, via: &P, job: u64, reason: String) {
-        warn!(job, %reason, "relayed signal rejected");
+        debug!(job, %reason, "relayed signal rejected");
         self.send(
             via.clone(),
             Message::RelayFailed {

@@ -103,6 +103,10 @@ impl Builder {
             seed: n.seed,
             ..Config::default()
         };
+        config.validate().map_err(|message| PluginError::Settings {
+            plugin: "node".into(),
+            message,
+        })?;
         let seed = n.seed.unwrap_or_else(|| {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
@@ -133,7 +137,8 @@ impl Builder {
     /// Starts the node on the current tokio runtime.
     ///
     /// # Errors
-    /// [`PluginError::Settings`] if no transport was set.
+    /// [`PluginError::Settings`] if no transport was set or the settings do
+    /// not hold together ([`Config::validate`]).
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -142,6 +147,12 @@ impl Builder {
             plugin: "node".into(),
             message: "no transport set".into(),
         })?;
+        self.config
+            .validate()
+            .map_err(|message| PluginError::Settings {
+                plugin: "node".into(),
+                message,
+            })?;
         if self.config.signal_auth != super::SignalAuth::Ed25519 {
             return Err(PluginError::Settings {
                 plugin: "node".into(),

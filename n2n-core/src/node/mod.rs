@@ -97,6 +97,88 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks the settings against each other: every wait positive, the
+    /// keepalive shorter than the idle timeout (or every connection would be
+    /// dropped before its first ping), every budget at least one.
+    ///
+    /// # Errors
+    /// A sentence naming the first bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let zero = |what: &str| Err(format!("`{what}` must be greater than zero"));
+        for (what, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("keepalive", self.keepalive),
+            ("idle_timeout", self.idle_timeout),
+            ("bridge_timeout", self.bridge_timeout),
+            ("signal_lifetime", self.signal_lifetime),
+        ] {
+            if d.is_zero() {
+                return zero(what);
+            }
+        }
+        for (what, n) in [
+            ("max_jobs_per_neighbour", self.max_jobs_per_neighbour),
+            ("max_handshakes", self.max_handshakes),
+            ("max_inbound_handshakes", self.max_inbound_handshakes),
+            ("max_peers", self.max_peers),
+            ("event_capacity", self.event_capacity),
+            ("control_queue", self.control_queue),
+            ("data_queue", self.data_queue),
+            ("max_arcs_per_peer", self.max_arcs_per_peer as usize),
+        ] {
+            if n == 0 {
+                return zero(what);
+            }
+        }
+        if self.keepalive >= self.idle_timeout {
+            return Err(format!(
+                "`keepalive` ({} ms) must be shorter than `idle_timeout` ({} ms)",
+                self.keepalive.as_millis(),
+                self.idle_timeout.as_millis()
+            ));
+        }
+        if self.network.len() > crate::signal::MAX_NETWORK_ID {
+            return Err(format!(
+                "`network` is longer than {} bytes",
+                crate::signal::MAX_NETWORK_ID
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let bad = [
+            Config {
+                idle_timeout: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                keepalive: Duration::from_secs(15),
+                ..Config::default()
+            },
+            Config {
+                max_jobs_per_neighbour: 0,
+                ..Config::default()
+            },
+            Config {
+                network: "x".repeat(65),
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+}
+
 #[cfg(feature = "tokio")]
 mod builder;
 pub mod core;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use super::{Bridge, Carried, Endpoint, RelaySize, Side};
 use crate::bridge::{Failure, Message, Output};
@@ -20,7 +20,9 @@ where
     pub fn handle_message(&mut self, now: Instant, sender: P, message: Message<P, S>) {
         if !self.neighbours.contains(&sender) {
             self.stats.violations += 1;
-            warn!(
+            // Counted (Stats::violations); logged at debug level, so that
+            // a neighbour cannot flood the logs.
+            debug!(
                 ?sender,
                 "bridge message from a peer that is not a neighbour"
             );
@@ -178,7 +180,7 @@ where
             j.from.clone()
         } else {
             self.stats.violations += 1;
-            warn!(job, ?sender, "relay for a job the sender is not part of");
+            debug!(job, ?sender, "relay for a job the sender is not part of");
             return;
         };
         if from != sender || to != other {

@@ -81,6 +81,10 @@ mod sessions;
 
 pub use freshness::MAX_CLOCK_SKEW;
 
+/// Warnings about remotes' misbehaviour logged per second at most (the rest
+/// are counted, and their number logged).
+pub const WARNINGS_PER_SECOND: u32 = 10;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
@@ -275,6 +279,8 @@ pub struct NodeCore {
     violations: u64,
     /// Remote requests refused by a budget or an admission check.
     refusals: u64,
+    /// Rate limit of warnings: window start, logged and suppressed in it.
+    warnings: (Instant, u32, u32),
     /// The wall clock: unix ms at an instant (see [`NodeCore::set_wall_clock`]).
     wall: Option<(Instant, u64)>,
     /// Offers taken, by (author, session), to refuse their replays.
@@ -344,6 +350,7 @@ impl NodeCore {
             violations: 0,
             refusals: 0,
             wall: None,
+            warnings: (now, 0, 0),
             replay: freshness::ReplayCache::default(),
             shutting_down: false,
         }

@@ -75,6 +75,20 @@ impl NodeCore {
                 self.bridge.handshake_done(&via, job, outcome);
             }
         }
+        if result.is_ok()
+            && !self.peers.contains_key(&s.remote)
+            && self.peers.len() >= self.config.max_peers
+            && let Some(idle) = self.lingering_victim()
+        {
+            // A lingering connection carries no arc: it makes room.
+            debug!(peer = %idle.short(), "lingering connection evicted for a new one (max_peers)");
+            self.close_connection(
+                idle,
+                crate::wire::CloseReason::Idle,
+                "evicted for a new connection (max_peers)".into(),
+                crate::overlay::ArcCloseReason::Closed,
+            );
+        }
         let conn = match result {
             Ok(())
                 if !self.peers.contains_key(&s.remote)
@@ -142,7 +156,9 @@ impl NodeCore {
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
             return;
         }
-        if self.peers_and_handshakes(Some(Role::Dialer)) >= self.config.max_peers {
+        if self.peers_and_handshakes(Some(Role::Dialer)) >= self.config.max_peers
+            && self.lingering_victim().is_none()
+        {
             self.fail_waiters(remote, waiters, ConnectError::TooManyPeers);
             return;
         }
@@ -244,7 +260,9 @@ impl NodeCore {
             Ok(()) => signed.signal,
             Err(e) => {
                 self.violations += 1;
-                warn!(error = %e, ?path, "signal rejected");
+                if self.may_warn() {
+                    warn!(error = %e, ?path, "signal rejected");
+                }
                 if let SignalPath::Relay { via, job } = path {
                     self.bridge.signal_rejected(&via, job, e.to_string());
                     // A handshake relayed by this job cannot be trusted to finish.
@@ -266,7 +284,9 @@ impl NodeCore {
         };
         if signal.transport != self.transport {
             self.violations += 1;
-            warn!(transport = %signal.transport, "signal for another transport ignored");
+            if self.may_warn() {
+                warn!(transport = %signal.transport, "signal for another transport ignored");
+            }
             return;
         }
         let remote = signal.from;
@@ -338,7 +358,8 @@ impl NodeCore {
             self.push(Output::AbortHandshake { session: id });
         }
         if self.handshakes(Some(Role::Acceptor)) >= self.config.max_inbound_handshakes
-            || self.peers_and_handshakes(None) >= self.config.max_peers
+            || (self.peers_and_handshakes(None) >= self.config.max_peers
+                && self.lingering_victim().is_none())
         {
             self.refusals += 1;
             debug!(peer = %remote.short(), "incoming handshake refused: limits reached");
@@ -362,6 +383,18 @@ impl NodeCore {
             seq: signal.seq,
         };
         debug!(peer = %signal.from.short(), error = %e, "signal refused");
+    }
+
+    /// The lingering neighbour (no arc, no handshake) that lingered longest.
+    fn lingering_victim(&self) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .filter_map(|(id, p)| p.linger_until.map(|t| (t, *id)))
+            .filter(|(_, id)| {
+                self.arc_total(id) == 0 && !self.sessions.values().any(|s| s.remote == *id)
+            })
+            .min()
+            .map(|(_, id)| id)
     }
 
     /// Handshakes in flight in `role` (both roles with `None`).
