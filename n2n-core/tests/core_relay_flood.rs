@@ -10,7 +10,9 @@ use common::{key, test_config};
 use n2n_core::bridge;
 use n2n_core::harness::Network;
 use n2n_core::signal::{MAX_SIGNAL_PAYLOAD, Role};
-use n2n_core::wire::{BridgeFailure, BridgeMessage, Message};
+use n2n_core::wire::{self, BridgeFailure, BridgeMessage, Message};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -50,9 +52,30 @@ fn relay(net: &Network, job: u64, seq: u32, payload: &[u8]) -> Vec<u8> {
     })))
 }
 
+/// Counts the bytes of the `Relay` frames node `b` transmits, passing
+/// them (and every other frame) through.
+fn count_relayed_bytes(net: &mut Network, b: usize) -> Arc<AtomicUsize> {
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let seen = bytes.clone();
+    net.set_tamper(
+        b,
+        Some(Box::new(move |frame: &[u8]| {
+            if let Ok(Message::Bridge(m)) = wire::decode(frame)
+                && let BridgeMessage::Relay { .. } = *m
+            {
+                seen.fetch_add(frame.len(), Ordering::SeqCst);
+            }
+            vec![frame.to_vec()]
+        })),
+    );
+    bytes
+}
+
 #[test]
 fn a_flood_of_relays_for_one_job_fails_the_job_not_the_next_hop() {
     let (mut net, job, ticket) = flood_setup(1);
+    let sent = count_relayed_bytes(&mut net, B);
+    let one = relay(&net, job, 0, b"candidate").len();
     for seq in 0..10_001 {
         let frame = relay(&net, job, seq, b"candidate");
         net.inject_frame(A, B, frame);
@@ -61,6 +84,12 @@ fn a_flood_of_relays_for_one_job_fails_the_job_not_the_next_hop() {
     let budget = u64::from(bridge::Config::default().max_signals_per_job);
     let b = snap(&net, B);
     assert!(b.relayed_signals <= budget, "{} relayed", b.relayed_signals);
+    // What B wrote towards C for the job: at most the budget's frames.
+    let bytes = sent.load(Ordering::SeqCst);
+    assert!(
+        bytes <= budget as usize * (one + 16),
+        "{bytes} bytes relayed"
+    );
     assert!(b.refusals >= 1, "the flood is counted");
     assert!(matches!(
         h::bridge_result(&mut net, B, ticket),
@@ -99,16 +128,26 @@ fn a_signal_over_the_signal_limit_fails_its_job_at_the_relay() {
     ));
 }
 
+/// D joins B, then B bridges D to C; returns the bridge's virtual duration.
+fn honest_bridge(net: &mut Network) -> n2n_core::time::Duration {
+    let d = h::add(net, 4, test_config());
+    h::connect(net, d, B).unwrap();
+    let start = net.now();
+    assert_eq!(h::bridge(net, B, d, C), Ok(()));
+    assert!(snap(net, C).is_connected(&net.peer(d)));
+    net.now() - start
+}
+
 #[test]
-fn after_a_flood_an_honest_bridge_through_the_same_relay_succeeds() {
+fn after_a_flood_an_honest_bridge_through_the_same_relay_is_as_fast() {
+    let (mut calm, _, _) = flood_setup(4);
+    let calm = honest_bridge(&mut calm);
     let (mut net, job, _) = flood_setup(4);
     for seq in 0..1000 {
         let frame = relay(&net, job, seq, b"candidate");
         net.inject_frame(A, B, frame);
     }
     net.drive();
-    let d = h::add(&mut net, 4, test_config());
-    h::connect(&mut net, d, B).unwrap();
-    assert_eq!(h::bridge(&mut net, B, d, C), Ok(()));
-    assert!(snap(&net, C).is_connected(&net.peer(d)));
+    // Virtual time: the same links, the same number of round trips.
+    assert_eq!(honest_bridge(&mut net), calm);
 }
