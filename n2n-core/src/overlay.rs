@@ -111,6 +111,15 @@ pub enum Input<P, T> {
         /// Why.
         reason: String,
     },
+    /// A bridge this peer asked for (`Output::Bridge`) succeeded: `from`
+    /// opened its arc to `to` (an overlay that gives arcs away closes its
+    /// own once it knows they moved).
+    BridgeDone {
+        /// The neighbour that opened the arc.
+        from: P,
+        /// The arc's target.
+        to: P,
+    },
     /// A message of this overlay from a connected peer.
     Message {
         /// The sender.
@@ -323,6 +332,7 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
             },
             Input::ConnectFailed { peer, reason } => Input::ConnectFailed { peer, reason },
             Input::BridgeFailed { from, to, reason } => Input::BridgeFailed { from, to, reason },
+            Input::BridgeDone { from, to } => Input::BridgeDone { from, to },
             Input::Message { from, payload } => Input::Message { from, payload },
         };
         self.inner.handle(now, input);

@@ -138,3 +138,89 @@ fn orders_announced_in_an_exchange_are_accepted() {
         );
     }
 }
+
+/// As [`victim`], with arcs given away closed only once their bridges succeed.
+fn awaiting_victim(n: u32) -> Net {
+    let ids: Vec<u32> = (1..3 + n).collect();
+    let config = n2n_overlay_spray::spray::Config {
+        await_bridges: true,
+        ..Default::default()
+    };
+    let mut net = Net::with_config(&ids, 0, config);
+    for t in 3..3 + n {
+        net.arc(1, t);
+    }
+    net.arc(2, 1);
+    net
+}
+
+#[test]
+fn a_partner_that_never_carries_out_its_bridges_cannot_drain_the_view() {
+    let mut net = awaiting_victim(10);
+    for round in 0..8u64 {
+        net.now += std::time::Duration::from_secs(61);
+        net.input(1, Input::Timer(n2n_overlay_spray::spray::Timer::Shuffle));
+        // 1's own shuffle of the round is declined by its partner.
+        if let Some((&partner, id)) = net.peer(1).pending_exchange() {
+            let decline = Message::ExchangeReply {
+                id,
+                mean_view: 1.0,
+                sample: Vec::new(),
+            };
+            net.input(1, msg(partner, decline));
+        }
+        let out = net.input(1, msg(2, exchange(round, 1.0, vec![(2, 0)])));
+        assert!(bridges(&out) > 0, "round {round}: the exchange is answered");
+        assert!(out.iter().all(|o| !matches!(o, Output::CloseArc { .. })));
+        // The bridges the answer asked for never succeed: they time out.
+        for o in out {
+            if let Output::Bridge { from, to } = o {
+                net.input(
+                    1,
+                    Input::BridgeFailed {
+                        from,
+                        to,
+                        reason: "timeout".into(),
+                    },
+                );
+            }
+        }
+    }
+    assert_eq!(net.peer(1).outview().len(), 10);
+    assert_eq!(net.peer(1).view_size(), 10);
+}
+
+#[test]
+fn an_arc_given_away_closes_once_its_bridge_succeeded() {
+    let mut net = awaiting_victim(4);
+    let out = net.input(1, msg(2, exchange(0, 1.0, vec![(2, 0)])));
+    let given: Vec<(u32, u32)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Bridge { from, to } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(given.len(), 2);
+    let (from, to) = given[0];
+    let closed = net.input(1, Input::BridgeDone { from, to });
+    assert_eq!(
+        closed
+            .iter()
+            .filter(|o| matches!(o, Output::CloseArc { .. }))
+            .count(),
+        1
+    );
+    // The other one failed: it stays ours, live again.
+    let (from, to) = given[1];
+    net.input(
+        1,
+        Input::BridgeFailed {
+            from,
+            to,
+            reason: "refused".into(),
+        },
+    );
+    assert_eq!(net.peer(1).view_size(), 3);
+    assert_eq!(net.peer(1).partial_view().count(), 3);
+}

@@ -36,6 +36,13 @@ pub struct Config {
     /// The age of an arc that moves in a shuffle (default
     /// [`AgeRule::Reset`], the paper's).
     pub age_rule: AgeRule,
+    /// Close an arc given away in a shuffle only once its bridge succeeded
+    /// (`Input::BridgeDone`), and keep it if the bridge failed: a partner
+    /// that never carries out its side cannot empty our view. Needs a
+    /// runtime that reports bridge successes, as the node core does; off
+    /// in `Config::default()` (the simulators' idealised runtimes report
+    /// only failures), on by default for the `spray` plugin of a stack file.
+    pub await_bridges: bool,
 }
 
 /// The age an arc gets when it moves to another peer in a shuffle.
@@ -65,6 +72,7 @@ impl Default for Config {
             exchange_timeout: Duration::from_secs(10),
             leave_linger: Duration::from_secs(5),
             age_rule: AgeRule::Reset,
+            await_bridges: false,
         }
     }
 }
@@ -100,6 +108,7 @@ struct ConfigFile {
     exchange_timeout_ms: u64,
     leave_linger_ms: u64,
     age_rule: AgeRule,
+    await_bridges: bool,
 }
 
 impl Default for ConfigFile {
@@ -116,6 +125,7 @@ impl From<Config> for ConfigFile {
             exchange_timeout_ms: ms(c.exchange_timeout),
             leave_linger_ms: ms(c.leave_linger),
             age_rule: c.age_rule,
+            await_bridges: c.await_bridges,
         }
     }
 }
@@ -129,6 +139,7 @@ impl TryFrom<ConfigFile> for Config {
             exchange_timeout: Duration::from_millis(f.exchange_timeout_ms),
             leave_linger: Duration::from_millis(f.leave_linger_ms),
             age_rule: f.age_rule,
+            await_bridges: f.await_bridges,
         };
         config.validate()?;
         Ok(config)

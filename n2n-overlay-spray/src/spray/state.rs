@@ -247,6 +247,7 @@ where
     pub fn is_settled(&self) -> bool {
         self.exchange.is_none()
             && self.incoming.is_empty()
+            && !self.giving()
             && self.view.size() == self.outview.len()
     }
 
@@ -400,7 +401,9 @@ where
             Input::BridgeFailed { from, to, reason } => {
                 // The peer that was to open the arc handles it as arc down.
                 debug!(?from, ?to, reason, "spray: bridge failed");
+                self.bridge_over(&from, &to, false);
             }
+            Input::BridgeDone { from, to } => self.bridge_over(&from, &to, true),
             Input::Message { from, payload } => match Message::decode(&payload) {
                 Ok(message) => self.on_message(now, from, message),
                 Err(error) => warn!(?from, %error, "spray: invalid message dropped"),

@@ -186,16 +186,15 @@ impl NodeCore {
                         self.done(ticket, Completion::Bridge(result.clone()));
                     }
                     Some(BridgeOrigin::Overlay(idx)) => {
-                        if let Err(reason) = &result {
-                            self.overlay_inputs.push_back((
-                                idx,
-                                Input::BridgeFailed {
-                                    from,
-                                    to,
-                                    reason: reason.to_string(),
-                                },
-                            ));
-                        }
+                        let input = match &result {
+                            Ok(()) => Input::BridgeDone { from, to },
+                            Err(reason) => Input::BridgeFailed {
+                                from,
+                                to,
+                                reason: reason.to_string(),
+                            },
+                        };
+                        self.overlay_inputs.push_back((idx, input));
                     }
                     None => {}
                 }

@@ -137,11 +137,43 @@ where
             });
         }
         for &i in &indices {
+            if self.config.await_bridges {
+                self.view.set_mark(i, Mark::Giving);
+            } else {
+                self.view.set_mark(i, Mark::Closing);
+                let to = self.view.entries()[i].peer.clone();
+                self.push(Output::CloseArc { to });
+            }
+        }
+        self.scratch = indices;
+    }
+
+    /// Whether arcs given away still wait for their bridges.
+    pub(super) fn giving(&self) -> bool {
+        self.view.entries().iter().any(|e| e.mark == Mark::Giving)
+    }
+
+    /// The bridge `from → to` we asked for is over: the arc given away
+    /// for it closes (it moved) or is ours again (it failed).
+    pub(super) fn bridge_over(&mut self, from: &P, to: &P, ok: bool) {
+        let given = self.view.entries().iter().position(|e| {
+            e.mark == Mark::Giving
+                && if *to == self.local {
+                    e.peer == *from
+                } else {
+                    e.peer == *to
+                }
+        });
+        let Some(i) = given else {
+            return;
+        };
+        if ok {
             self.view.set_mark(i, Mark::Closing);
             let to = self.view.entries()[i].peer.clone();
             self.push(Output::CloseArc { to });
+        } else {
+            self.view.set_mark(i, Mark::Live);
         }
-        self.scratch = indices;
     }
 
     pub(super) fn cancel_exchange(&mut self) {
@@ -152,7 +184,7 @@ where
 
     pub(super) fn shuffle(&mut self, now: Instant) {
         self.round += 1;
-        if self.exchange.is_some() || !self.settled(now) {
+        if self.exchange.is_some() || self.giving() || !self.settled(now) {
             // A sample drawn now would be half of a view still short of
             // the arcs on their way.
             debug!("spray: previous exchange still pending, round skipped");
@@ -236,7 +268,7 @@ where
             .iter()
             .filter(|e| e.mark == Mark::Live)
             .count();
-        if live == 0 || again || self.exchange.is_some() || !self.settled(now) {
+        if live == 0 || again || self.exchange.is_some() || self.giving() || !self.settled(now) {
             // Nothing to give (every arc reserved for our own exchange, or
             // given away and closing), our arcs are promised elsewhere, or
             // the arcs of our last exchange are still on their way: an
