@@ -97,7 +97,7 @@ struct PendingExchange<P> {
 ///   replacement applies to every element of both samples: the published
 ///   pseudo-code replaced the initiator's id in the wrong sample. The arc
 ///   total is unchanged; duplicates are kept. A moved arc arrives new (age
-///   0), or keeps its age with [`AgeRule::Keep`] ([`Config::age_rule`]).
+///   0), or keeps its age with [`AgeRule::Keep`](crate::spray::AgeRule::Keep) ([`Config::age_rule`]).
 /// - **Exchange timeout**: the partner is handled as down (below); the
 ///   reserved sample stays ours.
 /// - **Peer down** (`ArcClosed { reason: PeerDown }` for every outgoing arc of
