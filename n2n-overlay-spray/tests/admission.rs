@@ -68,14 +68,16 @@ fn exchange(id: u64, mean_view: f32, sample: Vec<(u32, u32)>) -> Message<u32> {
 }
 
 #[test]
-fn repeated_exchanges_in_one_round_do_not_drain_the_view() {
-    let mut net = victim(10);
+fn repeated_exchanges_do_not_drain_the_view() {
+    // Arcs given away wait for their bridges: until then (and the partner
+    // never carries them out), further exchanges are declined.
+    let mut net = awaiting_victim(10);
     for id in 0..4 {
         // The arc the attacker announced never comes: past its wait, 1 is
         // settled again.
         net.now += std::time::Duration::from_secs(11);
         let out = net.input(1, msg(2, exchange(id, 1.0, vec![(2, 0)])));
-        // The closes the answer asks for are carried out; the bridges never.
+        // Any close the answer asks for is carried out; the bridges never.
         for o in out {
             if let Output::CloseArc { .. } = o {
                 net.settle(1, vec![o]);

@@ -139,8 +139,6 @@ pub struct State<P, R> {
     next_exchange: u64,
     scratch: Vec<usize>,
     config: Config,
-    /// Partners whose exchange was answered, with the round.
-    answered: Vec<(P, i64)>,
     /// Unannounced bridge orders accepted per relay in a round.
     orders: Vec<(P, i64, u32)>,
     /// Newcomers whose join was served (see `admission`).
@@ -187,7 +185,6 @@ where
             leave: LeavePhase::Member,
             mean_view: None,
             scratch: Vec::new(),
-            answered: Vec::new(),
             orders: Vec::new(),
             joined: VecDeque::new(),
         }

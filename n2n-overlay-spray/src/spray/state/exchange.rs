@@ -258,17 +258,13 @@ where
             );
             return;
         }
-        let again = self
-            .answered
-            .iter()
-            .any(|(p, r)| *p == from && *r == self.round);
         let live = self
             .view
             .entries()
             .iter()
             .filter(|e| e.mark == Mark::Live)
             .count();
-        if live == 0 || again || self.exchange.is_some() || self.giving() || !self.settled(now) {
+        if live == 0 || self.exchange.is_some() || self.giving() || !self.settled(now) {
             // Nothing to give (every arc reserved for our own exchange, or
             // given away and closing), our arcs are promised elsewhere, or
             // the arcs of our last exchange are still on their way: an
@@ -287,8 +283,6 @@ where
             );
             return;
         }
-        self.answered.retain(|(_, r)| *r == self.round);
-        self.answered.push((from.clone(), self.round));
         self.sample_live(live.div_ceil(2), None);
         let mine = self.mix_mean();
         let mean = bounded_mean(mine, f64::from(their_mean));
