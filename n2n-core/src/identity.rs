@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::RngCore;
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
@@ -66,14 +66,21 @@ impl PeerId {
         hex::encode(&self.0[..4])
     }
 
-    /// Verifies `signature` over `message` against this peer's public key.
+    /// Verifies `signature` over `message` against this peer's public key,
+    /// strictly: a small-order key (for which a signature can be made
+    /// without any secret, e.g. `0100…00`) and non-canonical signatures are
+    /// refused.
     ///
     /// # Errors
-    /// [`IdentityError::InvalidKey`] if the id is not a valid ed25519 key,
-    /// [`IdentityError::BadSignature`] if the signature does not match.
+    /// [`IdentityError::InvalidKey`] if the id is not a valid ed25519 key or
+    /// is of small order, [`IdentityError::BadSignature`] if the signature
+    /// does not match.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), IdentityError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| IdentityError::InvalidKey)?;
-        key.verify(message, &Signature::from_bytes(signature))
+        if key.is_weak() {
+            return Err(IdentityError::InvalidKey);
+        }
+        key.verify_strict(message, &Signature::from_bytes(signature))
             .map_err(|_| IdentityError::BadSignature)
     }
 }
@@ -284,6 +291,27 @@ mod tests {
         let a = Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
         let b = Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
         assert_eq!(a.peer_id(), b.peer_id());
+    }
+
+    #[test]
+    fn a_small_order_key_signs_nothing() {
+        // The identity point: with R = identity and S = 0, a lax
+        // verification accepts this "signature" over any message.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let id = PeerId::from_bytes(weak);
+        assert!(matches!(
+            id.verify(b"any message", &sig),
+            Err(IdentityError::InvalidKey)
+        ));
+        use ed25519_dalek::Verifier;
+        let lax = VerifyingKey::from_bytes(&weak).unwrap();
+        assert!(
+            lax.verify(b"any message", &Signature::from_bytes(&sig))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -151,6 +151,15 @@ pub enum Input<P, T> {
         /// Why.
         reason: String,
     },
+    /// A bridge this peer asked for (`Output::Bridge`) succeeded: `from`
+    /// opened its arc to `to` (an overlay that gives arcs away closes its
+    /// own once it knows they moved).
+    BridgeDone {
+        /// The neighbour that opened the arc.
+        from: P,
+        /// The arc's target.
+        to: P,
+    },
     /// A message of this overlay from a connected peer.
     Message {
         /// The sender.
@@ -252,6 +261,38 @@ pub enum Output<P, T> {
     },
 }
 
+/// What a remote asks an overlay to consent to (see [`Overlay::admit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission<P> {
+    /// Neighbour `relay` orders this peer to open an arc to `to` through it
+    /// (a bridge's `ConnectTo`): a connection and a handshake if `to` is not
+    /// a neighbour yet.
+    ConnectTo {
+        /// The neighbour giving the order (the bridge's relay).
+        relay: P,
+        /// The arc's target.
+        to: P,
+    },
+}
+
+/// An overlay's refusal of an [`Admission`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("refused by the overlay: {reason}")]
+pub struct Denied {
+    /// Why, for logs and counters.
+    pub reason: String,
+}
+
+impl Denied {
+    /// A refusal for `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A sans-IO overlay protocol.
 pub trait Overlay<P>: Send + 'static {
     /// The overlay's timers.
@@ -274,6 +315,19 @@ pub trait Overlay<P>: Send + 'static {
     /// (`Output::Sample`): building a node without them is an error.
     fn layers_on(&self) -> Vec<ProtocolId> {
         Vec::new()
+    }
+
+    /// Whether the overlay consents to what a remote asks (as libp2p's
+    /// `ConnectionDenied`): the node asks before it acts, and a refusal is
+    /// answered to the remote as a failure and counted
+    /// ([`crate::node::Snapshot::refusals`]). The default consents to
+    /// everything; an overlay in an open network should not.
+    ///
+    /// # Errors
+    /// [`Denied`] to refuse.
+    fn admit(&mut self, now: Instant, request: &Admission<P>) -> Result<(), Denied> {
+        let _ = (now, request);
+        Ok(())
     }
 }
 
@@ -312,6 +366,14 @@ pub trait DynOverlay: Send + fmt::Debug {
     /// The overlay itself, mutably, for the application's commands
     /// (`NodeHandle::command`).
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    /// See [`Overlay::admit`].
+    ///
+    /// # Errors
+    /// [`Denied`] to refuse.
+    fn admit(&mut self, now: Instant, request: &Admission<crate::PeerId>) -> Result<(), Denied> {
+        let _ = (now, request);
+        Ok(())
+    }
 }
 
 /// Wraps an [`Overlay`] into a [`DynOverlay`], keeping its typed timers in a table.
@@ -377,6 +439,7 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
             },
             Input::ConnectFailed { peer, reason } => Input::ConnectFailed { peer, reason },
             Input::BridgeFailed { from, to, reason } => Input::BridgeFailed { from, to, reason },
+            Input::BridgeDone { from, to } => Input::BridgeDone { from, to },
             Input::Message { from, payload } => Input::Message { from, payload },
             Input::Connected { peer } => Input::Connected { peer },
             Input::Disconnected { peer } => Input::Disconnected { peer },
@@ -429,5 +492,9 @@ impl<O: Overlay<crate::PeerId>> DynOverlay for Erased<O> {
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         &mut self.inner
+    }
+
+    fn admit(&mut self, now: Instant, request: &Admission<crate::PeerId>) -> Result<(), Denied> {
+        self.inner.admit(now, request)
     }
 }

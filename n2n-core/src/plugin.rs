@@ -312,8 +312,17 @@ pub struct NodeSection {
     pub bridge_timeout_ms: u64,
     /// Bridge jobs in flight per neighbour.
     pub max_jobs_per_neighbour: usize,
-    /// Handshakes in flight in total.
+    /// Handshakes this node dials in flight at most.
     pub max_handshakes: usize,
+    /// Handshakes remotes started (their offers) in flight at most.
+    pub max_inbound_handshakes: usize,
+    /// The network this node's signals are signed for and the only one it
+    /// accepts (set it to the room or stack name).
+    pub network: String,
+    /// How long a signal this node signs stays valid, in milliseconds.
+    pub signal_lifetime_ms: u64,
+    /// Offers remembered to refuse their replays.
+    pub replay_cache: usize,
     /// Connected peers at most.
     pub max_peers: usize,
     /// Events waiting per event stream at most (then dropped and reported).
@@ -340,6 +349,10 @@ impl NodeSection {
             bridge_timeout: ms(self.bridge_timeout_ms),
             max_jobs_per_neighbour: self.max_jobs_per_neighbour,
             max_handshakes: self.max_handshakes,
+            max_inbound_handshakes: self.max_inbound_handshakes,
+            network: self.network.clone(),
+            signal_lifetime: ms(self.signal_lifetime_ms),
+            replay_cache: self.replay_cache,
             max_peers: self.max_peers,
             event_capacity: self.event_capacity,
             event_bytes: self.event_bytes,
@@ -365,6 +378,10 @@ impl Default for NodeSection {
             bridge_timeout_ms: c.bridge_timeout.as_millis() as u64,
             max_jobs_per_neighbour: c.max_jobs_per_neighbour,
             max_handshakes: c.max_handshakes,
+            max_inbound_handshakes: c.max_inbound_handshakes,
+            network: c.network.clone(),
+            signal_lifetime_ms: c.signal_lifetime.as_millis() as u64,
+            replay_cache: c.replay_cache,
             max_peers: c.max_peers,
             event_capacity: c.event_capacity,
             event_bytes: c.event_bytes,

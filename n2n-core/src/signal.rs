@@ -6,6 +6,17 @@
 //! neighbour nor a signaling server can forge or alter a signal without the
 //! recipient rejecting it with [`SignalError`]. Since a WebRTC offer carries the
 //! DTLS fingerprint, the resulting connection is authenticated end to end.
+//!
+//! # Format v2
+//!
+//! The signed bytes are a domain tag (`n2n/signal/v2`), the [`Freshness`]
+//! (a network id and a not-after time) and every field of the [`Signal`],
+//! each length-prefixed. A signal made for one network (a room, a stack)
+//! does not verify in another, and one past its not-after time is refused
+//! by a recipient that knows the time; with increasing `seq` within a
+//! session and a bounded replay cache of offers at the recipient (the node
+//! core), an old signal cannot be played again. Signals of format v1 (no
+//! version, no freshness) are refused with [`SignalError::UnsupportedVersion`].
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +25,29 @@ use crate::identity::{Keypair, PeerId};
 /// Largest signal payload accepted (SDP with many candidates fits easily).
 pub const MAX_SIGNAL_PAYLOAD: usize = 64 * 1024;
 
-const DOMAIN: &[u8] = b"n2n/signal/v1";
+const DOMAIN: &[u8] = b"n2n/signal/v2";
+
+/// The signal format this build writes and accepts.
+pub const SIGNAL_VERSION: u8 = 2;
+
+/// Longest network id accepted, in bytes.
+pub const MAX_NETWORK_ID: usize = 64;
+
+/// What keeps a signal from being played again elsewhere or later: signed
+/// with it.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Freshness {
+    /// The network the signal is meant for (a room, a stack name): a
+    /// recipient in another network refuses it.
+    pub network: String,
+    /// Unix time in milliseconds after which the signal is refused; `0`
+    /// claims none (refused by a recipient that knows the time).
+    pub not_after: u64,
+}
+
+fn v1() -> u8 {
+    1
+}
 
 /// Which side of a handshake wrote a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,8 +81,15 @@ pub struct Signal {
 /// A [`Signal`] with its author's signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedSignal {
+    /// The format ([`SIGNAL_VERSION`]); absent in v1 signals, read as 1.
+    #[serde(default = "v1")]
+    pub version: u8,
     /// The signed signal.
     pub signal: Signal,
+    /// Its network and not-after time, signed with it (boxed: a signal is
+    /// moved through queues and enums, and is mostly read by reference).
+    #[serde(default)]
+    pub freshness: Box<Freshness>,
     /// ed25519 signature of the signal by `signal.from`.
     #[serde(with = "sig_bytes")]
     pub signature: [u8; 64],
@@ -79,13 +119,56 @@ pub enum SignalError {
     /// The transport name is longer than 64 bytes.
     #[error("transport name too long")]
     BadTransportName,
+    /// The signal is of another format (v1 signals carry no freshness).
+    #[error("signal format v{0} is not supported (this build speaks v{SIGNAL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The network id is longer than [`MAX_NETWORK_ID`] bytes.
+    #[error("network id too long")]
+    BadNetworkId,
+    /// The signal was made for another network.
+    #[error("signal for network {theirs:?}, not ours ({ours:?})")]
+    WrongNetwork {
+        /// The network named in the signal.
+        theirs: String,
+        /// Ours.
+        ours: String,
+    },
+    /// The signal's not-after time has passed (or it claims none).
+    #[error("signal expired at {not_after} ms (now {now} ms)")]
+    Expired {
+        /// Its not-after time, unix ms.
+        not_after: u64,
+        /// Our time, unix ms.
+        now: u64,
+    },
+    /// The signal's not-after time is further ahead than any honest
+    /// signal's lifetime.
+    #[error("signal valid until {not_after} ms, too far ahead of now ({now} ms)")]
+    TooFarAhead {
+        /// Its not-after time, unix ms.
+        not_after: u64,
+        /// Our time, unix ms.
+        now: u64,
+    },
+    /// The signal was seen before (a replay), or its `seq` does not increase.
+    #[error("signal replayed (session {session}, seq {seq})")]
+    Replayed {
+        /// Its session.
+        session: u64,
+        /// Its position.
+        seq: u32,
+    },
 }
 
 impl Signal {
-    /// The bytes the author signs: a domain tag, then every field, length-prefixed.
-    fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(DOMAIN.len() + 96 + self.payload.len());
+    /// The bytes the author signs: a domain tag, the freshness, then every
+    /// field, length-prefixed.
+    fn signing_bytes(&self, freshness: &Freshness) -> Vec<u8> {
+        let mut out = Vec::with_capacity(DOMAIN.len() + 192 + self.payload.len());
         out.extend_from_slice(DOMAIN);
+        out.extend_from_slice(&(freshness.network.len() as u32).to_le_bytes());
+        out.extend_from_slice(freshness.network.as_bytes());
+        out.extend_from_slice(&freshness.not_after.to_le_bytes());
         out.extend_from_slice(self.from.as_bytes());
         out.extend_from_slice(self.to.as_bytes());
         out.extend_from_slice(&self.session.to_le_bytes());
@@ -111,22 +194,51 @@ impl Signal {
         Ok(())
     }
 
-    /// Signs the signal with the author's key.
+    /// Signs the signal with the author's key, for no network and with no
+    /// not-after time (`Freshness::default()`): for tests and for a
+    /// signaling server's own checks. A node signs with
+    /// [`Signal::sign_fresh`].
     ///
     /// # Errors
-    /// [`SignalError::TooLarge`] or [`SignalError::BadTransportName`] if the signal
-    /// exceeds the limits, and [`SignalError::BadSignature`] if `key` is not the key of
-    /// `self.from` (a signal can only be signed by its author).
+    /// See [`Signal::sign_fresh`].
     pub fn sign(self, key: &Keypair) -> Result<SignedSignal, SignalError> {
+        self.sign_fresh(key, Freshness::default())
+    }
+
+    /// Signs the signal with the author's key, for `freshness`.
+    ///
+    /// # Errors
+    /// [`SignalError::TooLarge`], [`SignalError::BadTransportName`] or
+    /// [`SignalError::BadNetworkId`] if the signal exceeds the limits, and
+    /// [`SignalError::BadSignature`] if `key` is not the key of `self.from`
+    /// (a signal can only be signed by its author).
+    pub fn sign_fresh(
+        self,
+        key: &Keypair,
+        freshness: Freshness,
+    ) -> Result<SignedSignal, SignalError> {
         self.check_bounds()?;
+        if freshness.network.len() > MAX_NETWORK_ID {
+            return Err(SignalError::BadNetworkId);
+        }
         if key.peer_id() != self.from {
             return Err(SignalError::BadSignature { from: self.from });
         }
-        let signature = key.sign(&self.signing_bytes());
+        let signature = key.sign(&self.signing_bytes(&freshness));
         Ok(SignedSignal {
+            version: SIGNAL_VERSION,
             signal: self,
+            freshness: Box::new(freshness),
             signature,
         })
+    }
+}
+
+impl crate::bridge::RelaySize for SignedSignal {
+    /// The payload and the transport name: what a relay can bound without
+    /// checking the signature (the header is fixed-size).
+    fn relay_size(&self) -> usize {
+        self.signal.payload.len() + self.signal.transport.len()
     }
 }
 
@@ -146,18 +258,57 @@ impl SignedSignal {
         Ok(&self.signal)
     }
 
-    /// Checks only the signature and bounds (what a relay or a server may check).
+    /// Checks only the format, the signature (strictly: no small-order
+    /// keys) and the bounds: what a relay or a server may check.
     ///
     /// # Errors
     /// See [`SignalError`].
     pub fn verify_signature(&self) -> Result<(), SignalError> {
+        if self.version != SIGNAL_VERSION {
+            return Err(SignalError::UnsupportedVersion(self.version));
+        }
         self.signal.check_bounds()?;
+        if self.freshness.network.len() > MAX_NETWORK_ID {
+            return Err(SignalError::BadNetworkId);
+        }
         self.signal
             .from
-            .verify(&self.signal.signing_bytes(), &self.signature)
+            .verify(&self.signal.signing_bytes(&self.freshness), &self.signature)
             .map_err(|_| SignalError::BadSignature {
                 from: self.signal.from,
             })
+    }
+
+    /// Checks the freshness against the recipient's `network` and, if it
+    /// knows the time, `now_ms` (unix ms): the not-after time must not have
+    /// passed, nor lie more than `max_ahead_ms` ahead.
+    ///
+    /// # Errors
+    /// [`SignalError::WrongNetwork`], [`SignalError::Expired`],
+    /// [`SignalError::TooFarAhead`].
+    pub fn check_freshness(
+        &self,
+        network: &str,
+        now_ms: Option<u64>,
+        max_ahead_ms: u64,
+    ) -> Result<(), SignalError> {
+        if self.freshness.network != network {
+            return Err(SignalError::WrongNetwork {
+                theirs: self.freshness.network.clone(),
+                ours: network.to_string(),
+            });
+        }
+        let Some(now) = now_ms else {
+            return Ok(());
+        };
+        let not_after = self.freshness.not_after;
+        if not_after < now {
+            return Err(SignalError::Expired { not_after, now });
+        }
+        if not_after - now > max_ahead_ms {
+            return Err(SignalError::TooFarAhead { not_after, now });
+        }
+        Ok(())
     }
 }
 
@@ -318,6 +469,62 @@ mod tests {
                 .unwrap()
                 .verify(&b.peer_id())
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn freshness_is_signed_and_checked() {
+        let (a, b) = keys();
+        let fresh = Freshness {
+            network: "room-1".into(),
+            not_after: 10_000,
+        };
+        let s = offer(&a, &b).signal.sign_fresh(&a, fresh.clone()).unwrap();
+        s.verify(&b.peer_id()).unwrap();
+        assert_eq!(s.check_freshness("room-1", Some(5_000), 60_000), Ok(()));
+        assert!(matches!(
+            s.check_freshness("room-2", Some(5_000), 60_000),
+            Err(SignalError::WrongNetwork { .. })
+        ));
+        assert!(matches!(
+            s.check_freshness("room-1", Some(10_001), 60_000),
+            Err(SignalError::Expired { .. })
+        ));
+        assert!(matches!(
+            s.check_freshness("room-1", Some(0), 5_000),
+            Err(SignalError::TooFarAhead { .. })
+        ));
+        // Moving it to another network or extending its life breaks the signature.
+        for alter in [
+            (|s: &mut SignedSignal| s.freshness.network = "room-2".into()) as fn(&mut SignedSignal),
+            |s| s.freshness.not_after += 1,
+        ] {
+            let mut t = s.clone();
+            alter(&mut t);
+            assert!(matches!(
+                t.verify(&b.peer_id()),
+                Err(SignalError::BadSignature { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_v1_signal_is_refused_with_a_clear_error() {
+        let (a, b) = keys();
+        let s = offer(&a, &b);
+        let mut json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("version");
+        obj.remove("freshness");
+        let v1: SignedSignal = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            v1.verify(&b.peer_id()),
+            Err(SignalError::UnsupportedVersion(1))
+        );
+        assert!(
+            SignalError::UnsupportedVersion(1)
+                .to_string()
+                .contains("v1 is not supported")
         );
     }
 

@@ -12,14 +12,29 @@ use crate::identity::PeerId;
 use crate::signal::SignedSignal;
 use crate::signal::serde_bytes_compat as bytes_serde;
 
-/// Version byte that starts every frame.
-pub const VERSION: u8 = 1;
+/// Version byte that starts every frame (2: signals of format v2, the
+/// control-frame limit).
+pub const VERSION: u8 = 2;
 
 /// Largest application payload in one [`Message::Data`] (16 MiB).
 pub const MAX_DATA: usize = 16 * 1024 * 1024;
 
 /// Largest frame accepted by [`decode`]: the largest payload plus headers.
 pub const MAX_FRAME: usize = MAX_DATA + 1024;
+
+/// The default largest message of the transports (`max_message`): 1 MiB of
+/// application payload plus frame headers. Configurable up to [`MAX_FRAME`];
+/// a transport buffers a bounded number of messages per connection, so this
+/// sets its memory per connection.
+pub const DEFAULT_MAX_MESSAGE: usize = (1 << 20) + 1024;
+
+/// Largest frame of any message but [`Message::Data`] (128 KiB): a relayed
+/// signal (64 KiB of payload) or an overlay message fits; a neighbour cannot
+/// make a peer decode, hold or relay megabytes of control traffic.
+pub const MAX_CONTROL_FRAME: usize = 128 * 1024;
+
+/// The postcard index of [`Message::Data`], the first byte after the version.
+const DATA_TAG: u8 = 4;
 
 /// Identifies an overlay or an application protocol on a connection.
 ///
@@ -286,7 +301,8 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
     decode_with_limit(frame, MAX_FRAME)
 }
 
-/// Decodes one frame of at most `limit` bytes.
+/// Decodes one frame of at most `limit` bytes ([`Message::Data`]) or of at
+/// most [`MAX_CONTROL_FRAME`] and `limit` (every other message).
 ///
 /// # Errors
 /// See [`DecodeError`].
@@ -300,6 +316,12 @@ pub fn decode_with_limit(frame: &[u8], limit: usize) -> Result<Message, DecodeEr
     }
     if version != VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
+    }
+    if body.first() != Some(&DATA_TAG) && frame.len() > MAX_CONTROL_FRAME.min(limit) {
+        return Err(DecodeError::TooLarge {
+            size: frame.len(),
+            limit: MAX_CONTROL_FRAME.min(limit),
+        });
     }
     let (message, rest) =
         postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -419,8 +441,11 @@ mod tests {
     #[test]
     fn typed_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode(&[2, 0]), Err(DecodeError::UnsupportedVersion(2)));
-        assert!(matches!(decode(&[1, 200]), Err(DecodeError::Malformed(_))));
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::UnsupportedVersion(1)));
+        assert!(matches!(
+            decode(&[VERSION, 200]),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut frame = encode(&Message::Close {
             reason: CloseReason::Shutdown,
         })
@@ -436,6 +461,34 @@ mod tests {
             payload: vec![0; MAX_FRAME],
         };
         assert!(matches!(encode(&big), Err(EncodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn control_frames_are_bounded_apart_from_data() {
+        let data = Message::Data {
+            protocol: ProtocolId::from_hash(1),
+            payload: vec![0; MAX_CONTROL_FRAME],
+        };
+        assert_eq!(decode(&encode(&data).unwrap()).unwrap(), data);
+        let overlay = Message::Overlay {
+            overlay: ProtocolId::from_hash(1),
+            payload: vec![0; MAX_CONTROL_FRAME],
+        };
+        assert!(matches!(
+            decode(&encode(&overlay).unwrap()),
+            Err(DecodeError::TooLarge {
+                limit: MAX_CONTROL_FRAME,
+                ..
+            })
+        ));
+        assert_eq!(
+            encode(&Message::Data {
+                protocol: ProtocolId::from_hash(0),
+                payload: vec![]
+            })
+            .unwrap()[1],
+            DATA_TAG
+        );
     }
 
     #[test]

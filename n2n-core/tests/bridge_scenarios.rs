@@ -19,6 +19,7 @@ fn cfg() -> Config {
     Config {
         timeout: Duration::from_secs(10),
         max_jobs_per_neighbour: 2,
+        ..Config::default()
     }
 }
 

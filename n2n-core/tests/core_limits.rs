@@ -51,3 +51,27 @@ fn an_altered_signal_is_counted_as_a_violation() {
     assert_eq!(h::violations(&net, 1), 1);
     assert_eq!(h::snap(&net, 1).handshakes, 0);
 }
+
+#[test]
+fn a_lingering_connection_makes_room_under_max_peers() {
+    let mut net = Network::new(3);
+    let x = h::add(
+        &mut net,
+        1,
+        Config {
+            max_peers: 1,
+            ..test_config()
+        },
+    );
+    let y = h::add(&mut net, 2, test_config());
+    let z = h::add(&mut net, 3, test_config());
+    h::connect(&mut net, y, x).unwrap();
+    h::close_arc(&mut net, y, x).unwrap();
+    assert!(h::snap(&net, x).neighbours[0].lingering);
+    // Z's dial takes the place of the idle connection instead of failing.
+    assert_eq!(h::connect(&mut net, z, x), Ok(()));
+    let s = h::snap(&net, x);
+    assert_eq!(s.neighbours.len(), 1);
+    assert!(s.is_connected(&net.peer(z)));
+    h::assert_consistent(&net);
+}

@@ -14,9 +14,14 @@ fn build(ctx: &PluginContext, settings: &Settings) -> Result<Box<dyn DynOverlay>
         plugin: "spray".into(),
         message,
     };
-    let config: spray::Config = toml::Value::Table(settings.clone())
+    let mut config: spray::Config = toml::Value::Table(settings.clone())
         .try_into()
         .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+    // The node core reports bridge successes: an arc given away closes
+    // only once it moved (see `Config::await_bridges`).
+    if !settings.contains_key("await_bridges") {
+        config.await_bridges = true;
+    }
     config.validate().map_err(|e| invalid(e.to_string()))?;
     let state = spray::State::new(
         ctx.keypair.peer_id(),

@@ -71,6 +71,8 @@ async fn a_signal_by_a_weak_key_is_dropped_and_a_genuine_one_arrives() {
     let mut forged_sig = [0u8; 64];
     forged_sig[0] = 1;
     let forged = SignedSignal {
+        version: n2n_core::signal::SIGNAL_VERSION,
+        freshness: Box::default(),
         signal: Signal {
             from: weak_key(),
             to: us.peer_id(),

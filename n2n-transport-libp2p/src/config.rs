@@ -101,12 +101,17 @@ pub struct Config {
     /// loopback ones when there are others (on the remote's host a loopback
     /// address names the remote's own machine).
     pub announce: Vec<Multiaddr>,
-    /// Largest message a connection carries, in bytes.
+    /// Largest message a connection carries, in bytes (default
+    /// [`n2n_core::wire::DEFAULT_MAX_MESSAGE`], 1 MiB and headers). A frame
+    /// is read as its bytes arrive, never allocated from its announced size.
     pub max_message: usize,
     /// Bound on every wait of a handshake (signals, dial, stream opening).
     pub handshake_timeout: Duration,
     /// How long a libp2p connection without any n2n connection on it stays open.
     pub idle_connection_timeout: Duration,
+    /// Inbound libp2p connections open at once at most (default 256): one
+    /// more is closed as soon as it is established.
+    pub max_inbound_connections: usize,
 }
 
 impl Default for Config {
@@ -115,9 +120,10 @@ impl Default for Config {
             protocols: vec![Protocol::Tcp, Protocol::Quic],
             listen: Vec::new(),
             announce: Vec::new(),
-            max_message: n2n_core::wire::MAX_FRAME,
+            max_message: n2n_core::wire::DEFAULT_MAX_MESSAGE,
             handshake_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(30),
+            max_inbound_connections: 256,
         }
     }
 }
@@ -130,6 +136,7 @@ const KEYS: &[&str] = &[
     "max_message",
     "handshake_timeout_ms",
     "idle_connection_timeout_ms",
+    "max_inbound_connections",
 ];
 
 impl Config {
@@ -201,6 +208,12 @@ impl Config {
             max_message: setting(PLUGIN_NAME, settings, "max_message", d.max_message)?,
             handshake_timeout: ms("handshake_timeout_ms", d.handshake_timeout)?,
             idle_connection_timeout: ms("idle_connection_timeout_ms", d.idle_connection_timeout)?,
+            max_inbound_connections: setting(
+                PLUGIN_NAME,
+                settings,
+                "max_inbound_connections",
+                d.max_inbound_connections,
+            )?,
         };
         config.validate().map_err(bad)?;
         Ok(config)
@@ -236,6 +249,9 @@ impl Config {
         }
         if self.handshake_timeout.is_zero() {
             return Err("`handshake_timeout_ms` is zero".into());
+        }
+        if self.max_inbound_connections == 0 {
+            return Err("`max_inbound_connections` is zero".into());
         }
         Ok(())
     }

@@ -42,6 +42,13 @@ pub(crate) enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// Bytes a frame's buffer grows by as its body arrives.
+const READ_STEP: usize = 64 * 1024;
+
+/// How long one frame may take to be written before the connection is
+/// declared lost (a remote that stops reading cannot hold a sender for ever).
+pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads one frame of at most `limit` bytes.
 pub(crate) async fn read_frame<R: futures_util::io::AsyncRead + Unpin>(
     io: &mut R,
@@ -58,8 +65,14 @@ pub(crate) async fn read_frame<R: futures_util::io::AsyncRead + Unpin>(
     if size > limit {
         return Err(FrameError::TooLarge { size, limit });
     }
-    let mut body = vec![0u8; size];
-    io.read_exact(&mut body).await?;
+    // Grows with what actually arrives, not with what the header announced:
+    // a remote that announces 1 MiB and sends nothing costs one step.
+    let mut body = Vec::with_capacity(size.min(READ_STEP));
+    while body.len() < size {
+        let start = body.len();
+        body.resize(start + (size - start).min(READ_STEP), 0);
+        io.read_exact(&mut body[start..]).await?;
+    }
     Ok(Bytes::from(body))
 }
 
@@ -193,7 +206,14 @@ impl Connection for Libp2pConnection {
             armed: true,
         };
         let half = guard.writer.half.as_mut().expect("checked above");
-        let result = write_frame(half, &message).await;
+        let Ok(result) = tokio::time::timeout(SEND_TIMEOUT, write_frame(half, &message)).await
+        else {
+            // Cut mid-frame: the armed guard marks the stream broken.
+            return Err(ConnectionError::Lost(format!(
+                "a message made no progress for {} s",
+                SEND_TIMEOUT.as_secs()
+            )));
+        };
         guard.armed = false;
         match result {
             Ok(()) => {

@@ -109,6 +109,9 @@ pub(crate) struct Driver {
     addr_waiters: Vec<Reply<Result<Vec<Multiaddr>, String>>>,
     dials: BTreeMap<ConnectionId, Reply<Result<(), DialFailure>>>,
     peer_waiters: BTreeMap<PeerId, Vec<Reply<()>>>,
+    /// Inbound connections open, and their bound.
+    inbound: std::collections::BTreeSet<ConnectionId>,
+    max_inbound: usize,
 }
 
 impl std::fmt::Debug for Driver {
@@ -130,6 +133,7 @@ impl Driver {
         mut swarm: Swarm<libp2p_stream::Behaviour>,
         listen: Vec<Multiaddr>,
         announce: Vec<Multiaddr>,
+        max_inbound: usize,
     ) -> Result<Self, String> {
         let mut listeners = Vec::new();
         for addr in listen {
@@ -145,6 +149,8 @@ impl Driver {
             addr_waiters: Vec::new(),
             dials: BTreeMap::new(),
             peer_waiters: BTreeMap::new(),
+            inbound: std::collections::BTreeSet::new(),
+            max_inbound,
         })
     }
 
@@ -262,6 +268,14 @@ impl Driver {
                 ..
             } => {
                 debug!(peer = %peer_id, ?connection_id, addr = %endpoint.get_remote_address(), "connection established");
+                if endpoint.is_listener() {
+                    if self.inbound.len() >= self.max_inbound {
+                        debug!(peer = %peer_id, max = self.max_inbound, "inbound connection over the limit closed");
+                        self.swarm.close_connection(connection_id);
+                        return;
+                    }
+                    self.inbound.insert(connection_id);
+                }
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -286,7 +300,13 @@ impl Driver {
             } => {
                 debug!(%send_back_addr, %error, "inbound connection failed");
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => {
+                self.inbound.remove(&connection_id);
                 debug!(peer = %peer_id, ?cause, "connection closed");
             }
             other => trace!(?other, "swarm event"),

@@ -135,8 +135,13 @@ impl Libp2pTransport {
         let incoming = control
             .accept(STREAM_PROTOCOL)
             .map_err(|e| BuildError::Swarm(e.to_string()))?;
-        let driver = Driver::new(swarm, config.listen_addrs(), config.announce.clone())
-            .map_err(BuildError::Swarm)?;
+        let driver = Driver::new(
+            swarm,
+            config.listen_addrs(),
+            config.announce.clone(),
+            config.max_inbound_connections,
+        )
+        .map_err(BuildError::Swarm)?;
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let pending: Pending = Arc::default();
         let swarm_task = runtime.spawn(driver.run(commands_rx));

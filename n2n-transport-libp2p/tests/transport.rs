@@ -20,6 +20,8 @@ fn config(protocols: &[Protocol]) -> Config {
     Config {
         protocols: protocols.to_vec(),
         handshake_timeout: Duration::from_secs(5),
+        // Above the 1 MiB default: large messages are tested here.
+        max_message: n2n_core::wire::MAX_FRAME,
         ..Config::default()
     }
 }
@@ -385,4 +387,30 @@ async fn a_send_cancelled_mid_message_loses_the_connection() {
     // What B did receive is whole.
     let first = cb.recv().await.unwrap();
     assert_eq!(first, big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_over_the_limit_are_closed() {
+    let (kx, ka, kb) = (key(1), key(2), key(3));
+    let (x, a, b) = (kx.peer_id(), ka.peer_id(), kb.peer_id());
+    let tx = Libp2pTransport::new(
+        &kx,
+        Config {
+            max_inbound_connections: 1,
+            ..config(&[Protocol::Tcp])
+        },
+    )
+    .unwrap();
+    let ta = Libp2pTransport::new(&ka, config(&[Protocol::Tcp])).unwrap();
+    let tb = Libp2pTransport::new(&kb, config(&[Protocol::Tcp])).unwrap();
+    let (dp, ap) = wire(a, x, x, a);
+    let (ca, cx) = tokio::join!(ta.dial(dp), tx.accept(ap));
+    let (_ca, _cx) = (ca.unwrap(), cx.unwrap());
+    // A second remote gets no connection while the first holds its slot.
+    let (dp, ap) = wire(b, x, x, b);
+    let (cb, cx2) = tokio::join!(tb.dial(dp), tx.accept(ap));
+    assert!(
+        cb.is_err() || cx2.is_err(),
+        "a second inbound connection was kept"
+    );
 }

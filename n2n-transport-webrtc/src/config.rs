@@ -40,8 +40,12 @@ pub struct Config {
     pub ice_username: String,
     /// Credential for the TURN servers.
     pub ice_credential: String,
-    /// Largest application message a connection carries, in bytes. Larger messages
-    /// are refused with [`ConnectionError::TooLarge`](n2n_core::transport::ConnectionError).
+    /// Largest application message a connection carries, in bytes (default
+    /// [`n2n_core::wire::DEFAULT_MAX_MESSAGE`], 1 MiB and headers). Larger
+    /// messages are refused with
+    /// [`ConnectionError::TooLarge`](n2n_core::transport::ConnectionError).
+    /// A connection holds at most two of its messages partially received
+    /// and 16 received ones, so this sets its receive memory.
     pub max_message: usize,
     /// Size of the pieces a message is cut into on the data channel, in bytes.
     pub chunk_size: usize,
@@ -78,7 +82,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             ice_username: String::new(),
             ice_credential: String::new(),
-            max_message: n2n_core::wire::MAX_FRAME,
+            max_message: n2n_core::wire::DEFAULT_MAX_MESSAGE,
             chunk_size: 16 * 1024,
             max_buffered: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
@@ -205,7 +209,7 @@ mod tests {
         let c = Config::from_settings(&Settings::new()).unwrap();
         assert_eq!(c, Config::default());
         assert!(c.loopback_only);
-        assert!(c.max_message >= 16 * 1024 * 1024);
+        assert_eq!(c.max_message, n2n_core::wire::DEFAULT_MAX_MESSAGE);
         let c = Config::from_settings(&settings(
             r#"loopback_only = false
                interfaces = ["eth0"]

@@ -53,6 +53,16 @@ async fn pair() -> Pair {
     pair_with(config()).await
 }
 
+/// A pair whose connections carry messages up to the wire's largest frame
+/// (above the 1 MiB default of `max_message`).
+async fn large_pair() -> Pair {
+    pair_with(Config {
+        max_message: n2n_core::wire::MAX_FRAME,
+        ..config()
+    })
+    .await
+}
+
 fn pattern(len: usize, seed: u8) -> Bytes {
     Bytes::from(
         (0..len)
@@ -63,7 +73,7 @@ fn pattern(len: usize, seed: u8) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_both_ways_including_8_mib() {
-    let p = pair().await;
+    let p = large_pair().await;
     assert_eq!(p.ca.remote(), p.b);
     assert_eq!(p.cb.remote(), p.a);
     for i in 0..100u32 {
@@ -109,7 +119,7 @@ async fn messages_both_ways_including_8_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_interleave_and_arrive_whole() {
-    let p = pair().await;
+    let p = large_pair().await;
     let big = pattern(4 * 1024 * 1024, 3);
     let small = Bytes::from_static(b"small");
     let ca = &p.ca;
@@ -138,7 +148,7 @@ async fn concurrent_sends_interleave_and_arrive_whole() {
 async fn messages_above_the_limit_are_refused_clearly() {
     let p = pair().await;
     let limit = Config::default().max_message;
-    assert!(limit >= n2n_core::wire::MAX_FRAME);
+    assert_eq!(limit, n2n_core::wire::DEFAULT_MAX_MESSAGE);
     assert_eq!(
         p.ca.send(Bytes::from(vec![0; limit + 1])).await,
         Err(ConnectionError::TooLarge {

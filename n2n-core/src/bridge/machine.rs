@@ -6,13 +6,17 @@ use std::fmt;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use super::{Config, Failure, Message, Output, Stats};
 use crate::time::Instant;
 use crate::wire::ProtocolId;
 
+mod budget;
 mod inputs;
+
+pub use budget::RelaySize;
+use budget::{Bucket, Carried};
 
 #[derive(Debug)]
 struct RelayJob<P> {
@@ -21,6 +25,7 @@ struct RelayJob<P> {
     to: P,
     deadline: Instant,
     token: Option<u64>,
+    carried: Carried,
 }
 
 #[derive(Debug)]
@@ -47,6 +52,7 @@ struct Endpoint<P> {
     side: Side,
     remote: P,
     deadline: Instant,
+    carried: Carried,
 }
 
 /// The bridge protocol state of one peer, in all three roles (A, B, C).
@@ -67,6 +73,8 @@ pub struct Bridge<P, S> {
     requests: BTreeMap<u64, Request<P>>,
     /// Jobs we take part in as A or C, by (relay, job).
     endpoints: BTreeMap<(P, u64), Endpoint<P>>,
+    /// Relay tokens per neighbour (see [`Config::relay_rate`]).
+    buckets: BTreeMap<P, Bucket>,
     outputs: VecDeque<Output<P, S>>,
     stats: Stats,
 }
@@ -86,7 +94,7 @@ impl<P: fmt::Debug, S> fmt::Debug for Bridge<P, S> {
 impl<P, S> Bridge<P, S>
 where
     P: Ord + Clone + fmt::Debug,
-    S: Clone,
+    S: Clone + RelaySize,
 {
     /// A bridge for peer `local`, which runs `overlays` (a bridge for any
     /// other overlay is refused with [`Failure::UnknownOverlay`]); `seed`
@@ -106,6 +114,7 @@ where
             jobs: BTreeMap::new(),
             requests: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            buckets: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -183,6 +192,7 @@ where
         if !self.neighbours.remove(peer) {
             return;
         }
+        self.buckets.remove(peer);
         let jobs: Vec<u64> = self
             .jobs
             .iter()
@@ -293,6 +303,7 @@ where
                 to: to.clone(),
                 deadline: now + self.config.timeout,
                 token,
+                carried: Carried::default(),
             },
         );
         debug!(job, ?from, ?to, "bridge started");
@@ -408,7 +419,7 @@ where
 
     /// We are the recipient of a relayed signal that failed verification.
     pub fn signal_rejected(&mut self, via: &P, job: u64, reason: String) {
-        warn!(job, %reason, "relayed signal rejected");
+        debug!(job, %reason, "relayed signal rejected");
         self.send(
             via.clone(),
             Message::RelayFailed {

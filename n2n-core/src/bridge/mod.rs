@@ -54,7 +54,7 @@ use crate::wire::ProtocolId;
 
 mod machine;
 
-pub use machine::Bridge;
+pub use machine::{Bridge, RelaySize};
 
 /// Settings of the bridge protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,23 @@ pub struct Config {
     pub timeout: Duration,
     /// Jobs in flight per neighbour, on every side.
     pub max_jobs_per_neighbour: usize,
+    /// Largest signal relayed or delivered, in bytes as [`RelaySize`] counts
+    /// them (default 65,664: a 64 KiB payload and its header). Checked
+    /// before any signature, so a relay never forwards what its recipient
+    /// would refuse anyway.
+    pub max_signal_bytes: usize,
+    /// Signals one job may carry, both directions together, at the relay and
+    /// at each endpoint (default 64: an offer, an answer and trickled ICE
+    /// candidates).
+    pub max_signals_per_job: u32,
+    /// Signal bytes one job may carry, both directions together (default
+    /// 256 KiB).
+    pub max_bytes_per_job: usize,
+    /// Signals a neighbour may have relayed per second, over all its jobs
+    /// (default 32), in a token bucket of [`Config::relay_burst`].
+    pub relay_rate: u32,
+    /// Size of the per-neighbour token bucket, in signals (default 128).
+    pub relay_burst: u32,
 }
 
 impl Default for Config {
@@ -72,6 +89,11 @@ impl Default for Config {
         Self {
             timeout: Duration::from_secs(15),
             max_jobs_per_neighbour: 16,
+            max_signal_bytes: crate::signal::MAX_SIGNAL_PAYLOAD + 128,
+            max_signals_per_job: 64,
+            max_bytes_per_job: 256 * 1024,
+            relay_rate: 32,
+            relay_burst: 128,
         }
     }
 }
@@ -123,6 +145,13 @@ pub enum Failure<P> {
     /// The node is shutting down.
     #[error("node shutting down")]
     ShuttingDown,
+    /// The job's signals went over a relay budget (too large, too many, too
+    /// many bytes, or too fast): the job fails, the neighbours stay.
+    #[error("relay budget exceeded: {0}")]
+    RelayLimit(String),
+    /// The endpoint's overlay did not consent to this arc.
+    #[error("arc refused by the overlay")]
+    Refused,
 }
 
 /// Bridge protocol messages between neighbours.
@@ -269,4 +298,6 @@ pub struct Stats {
     pub bridges_failed: u64,
     /// Messages from neighbours that broke the protocol.
     pub violations: u64,
+    /// Relayed or delivered signals refused by a relay budget.
+    pub relay_refusals: u64,
 }

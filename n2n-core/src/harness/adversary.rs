@@ -387,10 +387,16 @@ impl Adversary {
             transport: transport.into(),
             payload,
         };
-        let mut signed = match signal.clone().sign(key) {
+        let freshness = crate::signal::Freshness {
+            network: Config::default().network,
+            not_after: self.net.wall_ms() + 60_000,
+        };
+        let mut signed = match signal.clone().sign_fresh(key, freshness.clone()) {
             Ok(signed) => signed,
             Err(_) => SignedSignal {
+                version: crate::signal::SIGNAL_VERSION,
                 signal,
+                freshness: Box::new(freshness),
                 signature: [0; 64],
             },
         };

@@ -62,6 +62,19 @@ pub const TRANSPORT: &str = "harness";
 /// The one signaling path of the harness: a server that knows every node.
 pub const SERVER: PathId = PathId(0);
 
+/// The wall clock of the harness at the origin of virtual time, unix ms
+/// (every node is told it: see [`NodeCore::set_wall_clock`]).
+pub const WALL_CLOCK_ORIGIN_MS: u64 = 1_800_000_000_000;
+
+/// The freshness of a signal signed by hand at the origin of virtual time
+/// for the default network: valid for the first minute.
+pub fn fresh_at_origin() -> crate::signal::Freshness {
+    crate::signal::Freshness {
+        network: Config::default().network,
+        not_after: WALL_CLOCK_ORIGIN_MS + 60_000,
+    }
+}
+
 /// Steps [`Network::drive`] and [`Network::run_for`] take before they call
 /// it a livelock.
 const DRIVE_BUDGET: u64 = 10_000_000;
@@ -96,6 +109,7 @@ struct Node {
 #[derive(Debug)]
 pub struct Network {
     now: Instant,
+    origin: Instant,
     rng: ChaCha8Rng,
     link: LinkConfig,
     nodes: Vec<Node>,
@@ -126,8 +140,10 @@ impl Network {
     /// An empty network whose every random choice (keys, latencies, losses,
     /// node seeds) comes from `seed`.
     pub fn new(seed: u64) -> Self {
+        let now = Instant::now();
         Self {
-            now: Instant::now(),
+            now,
+            origin: now,
             rng: ChaCha8Rng::seed_from_u64(seed),
             link: LinkConfig::default(),
             nodes: Vec::new(),
@@ -170,7 +186,8 @@ impl Network {
         let seed = config.seed.unwrap_or_else(|| self.rng.random());
         let i = self.nodes.len();
         self.index.insert(key.peer_id(), i);
-        let core = NodeCore::new(self.now, config, key, TRANSPORT, overlays, protocols, seed);
+        let mut core = NodeCore::new(self.now, config, key, TRANSPORT, overlays, protocols, seed);
+        core.set_wall_clock(self.now, self.wall_ms());
         self.nodes.push(Node {
             core,
             tamper: TamperSlot(None),
@@ -185,6 +202,12 @@ impl Network {
     }
 
     // ----- getters -----
+
+    /// The wall clock at the virtual time, unix ms (from
+    /// [`WALL_CLOCK_ORIGIN_MS`]).
+    pub fn wall_ms(&self) -> u64 {
+        WALL_CLOCK_ORIGIN_MS + self.now.saturating_duration_since(self.origin).as_millis() as u64
+    }
 
     /// The virtual time.
     pub fn now(&self) -> Instant {

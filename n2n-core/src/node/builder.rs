@@ -96,6 +96,10 @@ impl Builder {
     ) -> Result<(Self, Option<Arc<dyn Signaling>>), PluginError> {
         let n = &stack.node;
         let config = n.config();
+        config.validate().map_err(|message| PluginError::Settings {
+            plugin: "node".into(),
+            message,
+        })?;
         let seed = n.seed.unwrap_or_else(|| {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
@@ -126,7 +130,8 @@ impl Builder {
     /// Starts the node on the current tokio runtime.
     ///
     /// # Errors
-    /// [`PluginError::Settings`] if no transport was set.
+    /// [`PluginError::Settings`] if no transport was set or the settings do
+    /// not hold together ([`Config::validate`]).
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -135,6 +140,12 @@ impl Builder {
             plugin: "node".into(),
             message: "no transport set".into(),
         })?;
+        self.config
+            .validate()
+            .map_err(|message| PluginError::Settings {
+                plugin: "node".into(),
+                message,
+            })?;
         if self.config.signal_auth != super::SignalAuth::Ed25519 {
             return Err(PluginError::Settings {
                 plugin: "node".into(),
@@ -160,8 +171,9 @@ impl Builder {
             use rand::TryRngCore;
             rand::rngs::OsRng.try_next_u64().unwrap_or(0)
         });
-        let core = NodeCore::new(
-            tokio::time::Instant::now().into_std(),
+        let now = tokio::time::Instant::now().into_std();
+        let mut core = NodeCore::new(
+            now,
             self.config,
             self.keypair,
             transport.name(),
@@ -169,6 +181,11 @@ impl Builder {
             self.protocols,
             seed,
         );
+        // The one read of the wall clock: signals are valid until a unix time.
+        let unix_ms = web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        core.set_wall_clock(now, unix_ms);
         let task =
             tokio::spawn(Driver::new(core, transport, events_tx, shared.clone()).run(commands_rx));
         Ok(Node {

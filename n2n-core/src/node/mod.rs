@@ -27,8 +27,24 @@ pub struct Config {
     pub bridge_timeout: Duration,
     /// Bridge jobs (and relayed handshakes) in flight per neighbour. Default 16.
     pub max_jobs_per_neighbour: usize,
-    /// Handshakes in flight in total. Default 256.
+    /// Handshakes this node dials in flight at most (default 256). Offers
+    /// from remotes have their own budget, so that they cannot block our
+    /// dials.
     pub max_handshakes: usize,
+    /// Handshakes remotes started (their offers) in flight at most
+    /// (default 64).
+    pub max_inbound_handshakes: usize,
+    /// The network this node's signals are signed for and the only one it
+    /// accepts signals of (default `"n2n"`): set it to the room or stack
+    /// name, so that a signal cannot be replayed in another network.
+    pub network: String,
+    /// How long a signal this node signs stays valid (its not-after time is
+    /// now plus this; default 60 s). A signal is refused past its not-after
+    /// time, or if that lies more than this plus 30 s of clock skew ahead.
+    pub signal_lifetime: Duration,
+    /// Offers remembered to refuse their replays (default 4,096; oldest
+    /// forgotten first, when the not-after time protects).
+    pub replay_cache: usize,
     /// Connected peers at most. Default 1024.
     pub max_peers: usize,
     /// Events waiting for the application at most, per stream (the node's and
@@ -80,6 +96,10 @@ impl Default for Config {
             bridge_timeout: Duration::from_secs(15),
             max_jobs_per_neighbour: 16,
             max_handshakes: 256,
+            max_inbound_handshakes: 64,
+            network: "n2n".to_string(),
+            signal_lifetime: Duration::from_secs(60),
+            replay_cache: 4096,
             max_peers: 1024,
             event_capacity: 4096,
             event_bytes: 64 << 20,
@@ -88,6 +108,88 @@ impl Default for Config {
             max_arcs_per_peer: 4096,
             seed: None,
             signal_auth: SignalAuth::Ed25519,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings against each other: every wait positive, the
+    /// keepalive shorter than the idle timeout (or every connection would be
+    /// dropped before its first ping), every budget at least one.
+    ///
+    /// # Errors
+    /// A sentence naming the first bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let zero = |what: &str| Err(format!("`{what}` must be greater than zero"));
+        for (what, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("keepalive", self.keepalive),
+            ("idle_timeout", self.idle_timeout),
+            ("bridge_timeout", self.bridge_timeout),
+            ("signal_lifetime", self.signal_lifetime),
+        ] {
+            if d.is_zero() {
+                return zero(what);
+            }
+        }
+        for (what, n) in [
+            ("max_jobs_per_neighbour", self.max_jobs_per_neighbour),
+            ("max_handshakes", self.max_handshakes),
+            ("max_inbound_handshakes", self.max_inbound_handshakes),
+            ("max_peers", self.max_peers),
+            ("event_capacity", self.event_capacity),
+            ("control_queue", self.control_queue),
+            ("data_queue", self.data_queue),
+            ("max_arcs_per_peer", self.max_arcs_per_peer as usize),
+        ] {
+            if n == 0 {
+                return zero(what);
+            }
+        }
+        if self.keepalive >= self.idle_timeout {
+            return Err(format!(
+                "`keepalive` ({} ms) must be shorter than `idle_timeout` ({} ms)",
+                self.keepalive.as_millis(),
+                self.idle_timeout.as_millis()
+            ));
+        }
+        if self.network.len() > crate::signal::MAX_NETWORK_ID {
+            return Err(format!(
+                "`network` is longer than {} bytes",
+                crate::signal::MAX_NETWORK_ID
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let bad = [
+            Config {
+                idle_timeout: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                keepalive: Duration::from_secs(15),
+                ..Config::default()
+            },
+            Config {
+                max_jobs_per_neighbour: 0,
+                ..Config::default()
+            },
+            Config {
+                network: "x".repeat(65),
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
         }
     }
 }
@@ -364,6 +466,10 @@ pub struct Snapshot {
     pub bridges_failed: u64,
     /// Frames that failed to decode or broke the protocol, since start.
     pub protocol_violations: u64,
+    /// Requests from remotes refused by a budget or by an overlay's
+    /// admission check (relayed signals over a relay budget, arcs and
+    /// handshakes not consented to, replayed signals), since start.
+    pub refusals: u64,
     /// Connection reader/writer tasks alive.
     pub connection_tasks: usize,
 }

@@ -215,7 +215,7 @@ pub fn signed(
         transport: n2n_core::harness::TRANSPORT.into(),
         payload: payload.to_vec(),
     }
-    .sign(key)
+    .sign_fresh(key, n2n_core::harness::fresh_at_origin())
     .expect("signs")
 }
 

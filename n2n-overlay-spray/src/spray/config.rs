@@ -41,6 +41,13 @@ pub struct Config {
     /// [`super::PROTOCOL`], `"spray"`; in a stack file `protocol = "name"`).
     /// Two Spray instances on one node need two ids.
     pub protocol: ProtocolId,
+    /// Close an arc given away in a shuffle only once its bridge succeeded
+    /// (`Input::BridgeDone`), and keep it if the bridge failed: a partner
+    /// that never carries out its side cannot empty our view. Needs a
+    /// runtime that reports bridge successes, as the node core does; off
+    /// in `Config::default()` (the simulators' idealised runtimes report
+    /// only failures), on by default for the `spray` plugin of a stack file.
+    pub await_bridges: bool,
 }
 
 /// The age an arc gets when it moves to another peer in a shuffle.
@@ -71,6 +78,7 @@ impl Default for Config {
             leave_linger: Duration::from_secs(5),
             age_rule: AgeRule::Reset,
             protocol: super::PROTOCOL,
+            await_bridges: false,
         }
     }
 }
@@ -107,6 +115,7 @@ struct ConfigFile {
     leave_linger_ms: u64,
     age_rule: AgeRule,
     protocol: String,
+    await_bridges: bool,
 }
 
 impl Default for ConfigFile {
@@ -124,6 +133,7 @@ impl From<Config> for ConfigFile {
             leave_linger_ms: ms(c.leave_linger),
             age_rule: c.age_rule,
             protocol: c.protocol.name().unwrap_or("spray").to_string(),
+            await_bridges: c.await_bridges,
         }
     }
 }
@@ -138,6 +148,7 @@ impl TryFrom<ConfigFile> for Config {
             leave_linger: Duration::from_millis(f.leave_linger_ms),
             age_rule: f.age_rule,
             protocol: ProtocolId::from_runtime_name(&f.protocol),
+            await_bridges: f.await_bridges,
         };
         config.validate()?;
         Ok(config)

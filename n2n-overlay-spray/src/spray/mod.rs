@@ -38,4 +38,4 @@ mod view;
 
 pub use config::{AgeRule, Config, ConfigError};
 pub use message::{DecodeError, MAX_MEAN_VIEW, MAX_MESSAGE, MAX_SAMPLE, Message};
-pub use state::{PROTOCOL, State, Timer};
+pub use state::{MAX_JOINED, PROTOCOL, State, Timer, UNANNOUNCED_PER_ROUND};

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use n2n_core::arc::{Inview, Outview};
-use n2n_core::overlay::{ConnectionState, Input, Output, Overlay, Views};
+use n2n_core::overlay::{Admission, ConnectionState, Denied, Input, Output, Overlay, Views};
 use n2n_core::time::Instant;
 use n2n_core::wire::ProtocolId;
 use rand::Rng;
@@ -16,9 +16,12 @@ use super::config::Config;
 use super::message::Message;
 use super::view::{Mark, PartialView};
 
+mod admission;
 mod arcs;
 mod exchange;
 mod membership;
+
+pub use admission::{MAX_JOINED, UNANNOUNCED_PER_ROUND};
 
 /// The default protocol id of Spray's arcs and messages
 /// (`ProtocolId::from_name("spray")`); another instance on the same node takes
@@ -127,8 +130,8 @@ pub struct State<P, R> {
     /// The end of the current shuffle period (see `arm_shuffle`).
     period_end: Option<Instant>,
     /// Arcs announced by shuffle partners, waiting to arrive: `(peer, age,
-    /// announced at)`, oldest first.
-    incoming: VecDeque<(P, u32, Instant)>,
+    /// announced at, partner)`, oldest first.
+    incoming: VecDeque<(P, u32, Instant, P)>,
     round: i64,
     down: Vec<(P, u32)>,
     exchange: Option<PendingExchange<P>>,
@@ -138,6 +141,10 @@ pub struct State<P, R> {
     next_exchange: u64,
     scratch: Vec<usize>,
     config: Config,
+    /// Unannounced bridge orders accepted per relay in a round.
+    orders: Vec<(P, i64, u32)>,
+    /// Newcomers whose join was served (see `admission`).
+    joined: VecDeque<P>,
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for State<P, R> {
@@ -180,6 +187,8 @@ where
             leave: LeavePhase::Member,
             mean_view: None,
             scratch: Vec::new(),
+            orders: Vec::new(),
+            joined: VecDeque::new(),
         }
     }
 
@@ -237,6 +246,7 @@ where
     pub fn is_settled(&self) -> bool {
         self.exchange.is_none()
             && self.incoming.is_empty()
+            && !self.giving()
             && self.view.size() == self.outview.len()
     }
 
@@ -402,7 +412,9 @@ where
             Input::BridgeFailed { from, to, reason } => {
                 // The peer that was to open the arc handles it as arc down.
                 debug!(?from, ?to, reason, "spray: bridge failed");
+                self.bridge_over(&from, &to, false);
             }
+            Input::BridgeDone { from, to } => self.bridge_over(&from, &to, true),
             Input::Message { from, payload } => match Message::decode(&payload) {
                 Ok(message) => self.on_message(now, from, message),
                 Err(error) => warn!(?from, %error, "spray: invalid message dropped"),
@@ -428,6 +440,10 @@ where
     /// Up to `k` distinct neighbours: drawn from the partial view first, then
     /// topped up from the inview (as the JavaScript `getPeers` did), so that a
     /// peer with a small view still offers all the neighbours it has.
+    fn admit(&mut self, _now: Instant, request: &Admission<P>) -> Result<(), Denied> {
+        self.admit_request(request)
+    }
+
     fn peers(&mut self, k: usize) -> Vec<P> {
         let mut out: Vec<P> = self
             .outview

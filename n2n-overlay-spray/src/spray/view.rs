@@ -12,6 +12,10 @@ pub(crate) enum Mark {
     Live,
     /// In the sample of our pending shuffle: it moves once the partner answers.
     Reserved,
+    /// Given away in a shuffle, its bridge not done yet (with
+    /// [`crate::spray::Config::await_bridges`]): closed once the partner
+    /// opened its arc, live again if that failed.
+    Giving,
     /// We asked to close it (given away, or its peer handled as down); gone
     /// from the view as Spray sees it, it waits for the close to be confirmed.
     Closing,

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
-use super::{Bridge, Endpoint, Side};
+use super::{Bridge, Carried, Endpoint, RelaySize, Side};
 use crate::bridge::{Failure, Message, Output};
 use crate::time::Instant;
 use crate::wire::ProtocolId;
@@ -12,7 +12,7 @@ use crate::wire::ProtocolId;
 impl<P, S> Bridge<P, S>
 where
     P: Ord + Clone + fmt::Debug,
-    S: Clone,
+    S: Clone + RelaySize,
 {
     // ----- inputs -----
 
@@ -20,7 +20,9 @@ where
     pub fn handle_message(&mut self, now: Instant, sender: P, message: Message<P, S>) {
         if !self.neighbours.contains(&sender) {
             self.stats.violations += 1;
-            warn!(
+            // Counted (Stats::violations); logged at debug level, so that
+            // a neighbour cannot flood the logs.
+            debug!(
                 ?sender,
                 "bridge message from a peer that is not a neighbour"
             );
@@ -98,6 +100,7 @@ where
                 side: Side::Opener,
                 remote: to.clone(),
                 deadline: now + self.config.timeout,
+                carried: Carried::default(),
             },
         );
         self.outputs.push_back(Output::Connect {
@@ -109,31 +112,48 @@ where
     }
 
     fn on_relay(&mut self, now: Instant, sender: P, job: u64, from: P, to: P, signal: S) {
+        let size = signal.relay_size();
+        if let Err(why) = self.take_token(now, &sender) {
+            return self.over_budget(sender, job, to, why);
+        }
         if to == self.local {
             // We are an endpoint: A (answer from C) or C (offer from A).
             let key = (sender.clone(), job);
-            if !self.endpoints.contains_key(&key) {
-                if self.endpoints_via(&sender) >= self.config.max_jobs_per_neighbour {
-                    self.send(
-                        sender,
-                        Message::RelayFailed {
-                            job,
-                            reason: Failure::TooManyJobs,
-                        },
-                    );
+            match self.endpoints.get_mut(&key) {
+                Some(end) if end.remote != from => {
+                    self.stats.violations += 1;
                     return;
                 }
-                self.endpoints.insert(
-                    key,
-                    Endpoint {
-                        side: Side::Target,
-                        remote: from.clone(),
-                        deadline: now + self.config.timeout,
-                    },
-                );
-            } else if self.endpoints[&key].remote != from {
-                self.stats.violations += 1;
-                return;
+                Some(end) => {
+                    if let Err(why) = end.carried.charge(&self.config, size) {
+                        return self.over_budget(sender, job, to, why);
+                    }
+                }
+                None => {
+                    if self.endpoints_via(&sender) >= self.config.max_jobs_per_neighbour {
+                        self.send(
+                            sender,
+                            Message::RelayFailed {
+                                job,
+                                reason: Failure::TooManyJobs,
+                            },
+                        );
+                        return;
+                    }
+                    let mut carried = Carried::default();
+                    if let Err(why) = carried.charge(&self.config, size) {
+                        return self.over_budget(sender, job, to, why);
+                    }
+                    self.endpoints.insert(
+                        key,
+                        Endpoint {
+                            side: Side::Target,
+                            remote: from.clone(),
+                            deadline: now + self.config.timeout,
+                            carried,
+                        },
+                    );
+                }
             }
             self.outputs.push_back(Output::Deliver {
                 via: sender,
@@ -160,7 +180,7 @@ where
             j.from.clone()
         } else {
             self.stats.violations += 1;
-            warn!(job, ?sender, "relay for a job the sender is not part of");
+            debug!(job, ?sender, "relay for a job the sender is not part of");
             return;
         };
         if from != sender || to != other {
@@ -176,6 +196,14 @@ where
             self.fail_job(job, Failure::PeerGone(other), None);
             return;
         }
+        let config = &self.config;
+        let charged = self
+            .jobs
+            .get_mut(&job)
+            .map(|j| j.carried.charge(config, size));
+        if let Some(Err(why)) = charged {
+            return self.over_budget(sender, job, to, why);
+        }
         self.stats.relayed_signals += 1;
         trace!(job, ?from, ?to, "signal relayed");
         self.send(
@@ -187,6 +215,44 @@ where
                 signal,
             },
         );
+    }
+
+    /// A relayed signal broke a budget: the job it belongs to fails (as B:
+    /// both endpoints hear it; as an endpoint: the relay does, and our
+    /// handshake of the job stops), the connections stay.
+    fn over_budget(&mut self, sender: P, job: u64, to: P, why: String) {
+        self.stats.relay_refusals += 1;
+        debug!(job, ?sender, %why, "relayed signal over budget");
+        let reason = Failure::RelayLimit(why);
+        if self.jobs.contains_key(&job) && to != self.local {
+            self.fail_job(job, reason, None);
+            return;
+        }
+        let ended = self.endpoints.remove(&(sender.clone(), job));
+        self.send(
+            sender.clone(),
+            Message::RelayFailed {
+                job,
+                reason: reason.clone(),
+            },
+        );
+        if let Some(end) = ended {
+            self.outputs.push_back(Output::Abort {
+                via: sender.clone(),
+                job,
+                reason: reason.clone(),
+            });
+            if end.side == Side::Opener {
+                let request = self
+                    .requests
+                    .iter()
+                    .find(|(_, r)| r.job == Some(job) && r.via == sender)
+                    .map(|(id, _)| *id);
+                if let Some(id) = request {
+                    self.finish_request(id, Err(reason));
+                }
+            }
+        }
     }
 
     fn on_relay_failed(&mut self, sender: P, job: u64, reason: Failure<P>) {

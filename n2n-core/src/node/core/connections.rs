@@ -46,7 +46,37 @@ impl NodeCore {
 
     pub(super) fn violation(&mut self, peer: PeerId, what: &str) {
         self.violations += 1;
-        warn!(peer = %peer.short(), "protocol violation: {what}");
+        if self.may_warn() {
+            warn!(peer = %peer.short(), "protocol violation: {what}");
+        }
+    }
+
+    /// Whether a warning about a remote's misbehaviour may be logged now:
+    /// at most [`super::WARNINGS_PER_SECOND`] per second, so that a
+    /// neighbour cannot flood the logs (every anomaly is still counted in
+    /// the [`crate::node::Snapshot`]). The first warning of a second says
+    /// how many the last one suppressed.
+    pub(super) fn may_warn(&mut self) -> bool {
+        let now = self.now;
+        let (start, logged, suppressed) = &mut self.warnings;
+        if now.saturating_duration_since(*start) >= std::time::Duration::from_secs(1) {
+            if *suppressed > 0 {
+                warn!(
+                    suppressed = *suppressed,
+                    "warnings about remotes suppressed in the last second"
+                );
+            }
+            *start = now;
+            *logged = 0;
+            *suppressed = 0;
+        }
+        if *logged < super::WARNINGS_PER_SECOND {
+            *logged += 1;
+            true
+        } else {
+            *suppressed += 1;
+            false
+        }
     }
 
     pub(super) fn send_control(&mut self, peer: PeerId, message: &Message) {
@@ -133,7 +163,9 @@ impl NodeCore {
     }
 
     pub(super) fn connection_lost(&mut self, peer: PeerId, reason: String) {
-        warn!(peer = %peer.short(), %reason, "connection lost");
+        if self.may_warn() {
+            warn!(peer = %peer.short(), %reason, "connection lost");
+        }
         self.drop_peer(peer, reason.clone(), ArcCloseReason::PeerDown(reason));
     }
 

@@ -74,9 +74,16 @@
 
 mod arcs;
 mod connections;
+mod freshness;
 mod overlays;
 mod relay;
 mod sessions;
+
+pub use freshness::MAX_CLOCK_SKEW;
+
+/// Warnings about remotes' misbehaviour logged per second at most (the rest
+/// are counted, and their number logged).
+pub const WARNINGS_PER_SECOND: u32 = 10;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -208,6 +215,8 @@ struct Session {
     role: Role,
     path: SignalPath,
     next_seq: u32,
+    /// The highest `seq` of the remote's signals taken in this session.
+    remote_seq: Option<u32>,
     deadline: Instant,
     waiters: Vec<Waiter>,
 }
@@ -270,6 +279,14 @@ pub struct NodeCore {
     timer_seq: u64,
     outputs: VecDeque<Output>,
     violations: u64,
+    /// Remote requests refused by a budget or an admission check.
+    refusals: u64,
+    /// Rate limit of warnings: window start, logged and suppressed in it.
+    warnings: (Instant, u32, u32),
+    /// The wall clock: unix ms at an instant (see [`NodeCore::set_wall_clock`]).
+    wall: Option<(Instant, u64)>,
+    /// Offers taken, by (author, session), to refuse their replays.
+    replay: freshness::ReplayCache,
     shutting_down: bool,
 }
 
@@ -304,6 +321,7 @@ impl NodeCore {
             crate::bridge::Config {
                 timeout: config.bridge_timeout,
                 max_jobs_per_neighbour: config.max_jobs_per_neighbour,
+                ..crate::bridge::Config::default()
             },
             protocols.iter().copied(),
             rng.random(),
@@ -333,6 +351,10 @@ impl NodeCore {
             timer_seq: 0,
             outputs: VecDeque::new(),
             violations: 0,
+            refusals: 0,
+            wall: None,
+            warnings: (now, 0, 0),
+            replay: freshness::ReplayCache::default(),
             shutting_down: false,
         }
     }
@@ -403,6 +425,7 @@ impl NodeCore {
             bridges_ok: stats.bridges_ok,
             bridges_failed: stats.bridges_failed,
             protocol_violations: self.violations + stats.violations,
+            refusals: self.refusals + stats.relay_refusals,
             connection_tasks: 0,
         }
     }
@@ -449,6 +472,10 @@ impl NodeCore {
         }
         if let Some(((t, _), _)) = self.timers.first_key_value() {
             consider(*t);
+        }
+        if !self.overlay_inputs.is_empty() {
+            // Inputs left by a turn's budget: the next turn is due now.
+            consider(self.now);
         }
         next
     }
@@ -544,8 +571,9 @@ impl NodeCore {
     /// Overlays and the bridge feed each other: runs both until quiet.
     fn settle(&mut self) {
         loop {
-            self.drive_overlays();
-            if !self.drain_bridge() && self.overlay_inputs.is_empty() {
+            let finished = self.drive_overlays();
+            let bridged = self.drain_bridge();
+            if !finished || (!bridged && self.overlay_inputs.is_empty()) {
                 break;
             }
         }

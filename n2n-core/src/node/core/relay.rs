@@ -6,10 +6,11 @@ use super::{BridgeOrigin, Completion, NodeCore, SessionId, SignalPath, Ticket, W
 use crate::bridge::Output as BridgeOutput;
 use crate::identity::PeerId;
 use crate::node::{ConnectError, Event};
-use crate::overlay::Input;
+use crate::overlay::{Admission, Input};
 use crate::signal::SignedSignal;
 use crate::time::Instant;
 use crate::wire::{BridgeFailure, Message, ProtocolId};
+use tracing::debug;
 
 impl NodeCore {
     /// Bridge, on peer B: makes neighbour `from` open an arc in `overlay` to
@@ -119,6 +120,18 @@ impl NodeCore {
                 overlay,
                 to,
             } => {
+                let request = Admission::ConnectTo { relay: via, to };
+                let verdict = match self.overlay_index(overlay) {
+                    Some(idx) => self.overlays[idx].overlay.admit(self.now, &request),
+                    None => Ok(()),
+                };
+                if let Err(denied) = verdict {
+                    self.refusals += 1;
+                    debug!(relay = %via.short(), to = %to.short(), %denied, "bridge order refused");
+                    self.bridge
+                        .handshake_done(&via, job, Err(BridgeFailure::Refused));
+                    return;
+                }
                 let waiters = vec![Waiter::Arc(overlay), Waiter::Job { relay: via, job }];
                 self.dial(to, SignalPath::Relay { via, job }, waiters);
             }
@@ -173,16 +186,15 @@ impl NodeCore {
                         self.done(ticket, Completion::Bridge(result.clone()));
                     }
                     Some(BridgeOrigin::Overlay(idx)) => {
-                        if let Err(reason) = &result {
-                            self.overlay_inputs.push_back((
-                                idx,
-                                Input::BridgeFailed {
-                                    from,
-                                    to,
-                                    reason: reason.to_string(),
-                                },
-                            ));
-                        }
+                        let input = match &result {
+                            Ok(()) => Input::BridgeDone { from, to },
+                            Err(reason) => Input::BridgeFailed {
+                                from,
+                                to,
+                                reason: reason.to_string(),
+                            },
+                        };
+                        self.overlay_inputs.push_back((idx, input));
                     }
                     None => {}
                 }

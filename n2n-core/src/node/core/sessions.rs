@@ -75,6 +75,20 @@ impl NodeCore {
                 self.bridge.handshake_done(&via, job, outcome);
             }
         }
+        if result.is_ok()
+            && !self.peers.contains_key(&s.remote)
+            && self.peers.len() >= self.config.max_peers
+            && let Some(idle) = self.lingering_victim()
+        {
+            // A lingering connection carries no arc: it makes room.
+            debug!(peer = %idle.short(), "lingering connection evicted for a new one (max_peers)");
+            self.close_connection(
+                idle,
+                crate::wire::CloseReason::Idle,
+                "evicted for a new connection (max_peers)".into(),
+                crate::overlay::ArcCloseReason::Closed,
+            );
+        }
         let conn = match result {
             Ok(())
                 if !self.peers.contains_key(&s.remote)
@@ -83,6 +97,15 @@ impl NodeCore {
                 debug!(peer = %s.remote.short(), "connection refused: max_peers reached");
                 self.fail_waiters(s.remote, s.waiters, ConnectError::TooManyPeers);
                 None
+            }
+            Ok(()) if s.role == Role::Acceptor && self.peers.contains_key(&s.remote) => {
+                // The neighbour dialed again: it lost (or restarted without)
+                // the connection we hold. The new one replaces it.
+                debug!(peer = %s.remote.short(), "connection replaced by the peer's new dial");
+                self.connection_lost(s.remote, "replaced by the peer's new connection".into());
+                let conn = (!self.shutting_down).then(|| self.add_connection(s.remote));
+                self.serve_waiters(s.remote, s.waiters);
+                conn
             }
             Ok(()) => {
                 let conn = if self.peers.contains_key(&s.remote) || self.shutting_down {
@@ -129,11 +152,13 @@ impl NodeCore {
             session.waiters.extend(waiters);
             return;
         }
-        if self.sessions.len() >= self.config.max_handshakes {
+        if self.handshakes(Some(Role::Dialer)) >= self.config.max_handshakes {
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
             return;
         }
-        if self.peers_and_handshakes() >= self.config.max_peers {
+        if self.peers_and_handshakes(Some(Role::Dialer)) >= self.config.max_peers
+            && self.lingering_victim().is_none()
+        {
             self.fail_waiters(remote, waiters, ConnectError::TooManyPeers);
             return;
         }
@@ -161,6 +186,7 @@ impl NodeCore {
                 role,
                 path,
                 next_seq: 0,
+                remote_seq: (role == Role::Acceptor).then_some(0),
                 deadline: self.now + self.config.handshake_timeout,
                 waiters,
             },
@@ -191,10 +217,13 @@ impl NodeCore {
         };
         s.next_seq += 1;
         let path = s.path;
+        let freshness = self.freshness();
         let signed = match self.config.signal_auth {
-            SignalAuth::Ed25519 => signal.sign(&self.keypair),
+            SignalAuth::Ed25519 => signal.sign_fresh(&self.keypair, freshness),
             SignalAuth::UnsignedForSimulation => Ok(SignedSignal {
+                version: crate::signal::SIGNAL_VERSION,
                 signal,
+                freshness: Box::new(freshness),
                 signature: [0; 64],
             }),
         };
@@ -225,12 +254,15 @@ impl NodeCore {
                 })
             }
             SignalAuth::UnsignedForSimulation => Ok(()),
-        };
+        }
+        .and_then(|()| self.check_freshness(&signed));
         let signal = match verified {
             Ok(()) => signed.signal,
             Err(e) => {
                 self.violations += 1;
-                warn!(error = %e, ?path, "signal rejected");
+                if self.may_warn() {
+                    warn!(error = %e, ?path, "signal rejected");
+                }
                 if let SignalPath::Relay { via, job } = path {
                     self.bridge.signal_rejected(&via, job, e.to_string());
                     // A handshake relayed by this job cannot be trusted to finish.
@@ -252,24 +284,30 @@ impl NodeCore {
         };
         if signal.transport != self.transport {
             self.violations += 1;
-            warn!(transport = %signal.transport, "signal for another transport ignored");
+            if self.may_warn() {
+                warn!(transport = %signal.transport, "signal for another transport ignored");
+            }
             return;
         }
         let remote = signal.from;
         let existing = self
             .sessions
-            .iter()
-            .find(|(_, s)| s.remote == remote && s.wire == signal.session)
-            .map(|(id, s)| (*id, s.role));
-        if let Some((session, role)) = existing {
-            if role != signal.role {
-                self.push(Output::HandshakeSignal {
-                    session,
-                    payload: signal.payload,
-                });
-            } else {
+            .iter_mut()
+            .find(|(_, s)| s.remote == remote && s.wire == signal.session);
+        if let Some((&session, s)) = existing {
+            if s.role == signal.role {
                 debug!("signal for a session of the same role ignored");
+                return;
             }
+            if s.remote_seq.is_some_and(|last| signal.seq <= last) {
+                self.refuse_replay(&signal);
+                return;
+            }
+            s.remote_seq = Some(signal.seq);
+            self.push(Output::HandshakeSignal {
+                session,
+                payload: signal.payload,
+            });
             return;
         }
         if signal.role != Role::Dialer || signal.seq != 0 {
@@ -279,11 +317,15 @@ impl NodeCore {
             );
             return;
         }
-        if self.peers.contains_key(&remote) {
-            debug!(peer = %remote.short(), "dial from a connected peer ignored");
+        if !self.remember_offer(remote, signal.session) {
+            self.refuse_replay(&signal);
             return;
         }
         // Glare: both sides dial at once. The dial of the smaller peer id wins.
+        // A fresh offer replaces a pending acceptor session of the same
+        // remote (it gave that one up: a retried dial, a restart), and a
+        // connection to a neighbour is replaced once its new handshake is
+        // done (see `handle_handshake_done`).
         let ours = self
             .sessions
             .iter()
@@ -296,18 +338,31 @@ impl NodeCore {
                 return;
             }
             if role == Role::Acceptor {
-                return;
+                debug!(peer = %remote.short(), "a fresh offer replaces a pending one");
+            } else {
+                debug!(peer = %remote.short(), "glare: their dial wins");
             }
-            debug!(peer = %remote.short(), "glare: their dial wins");
             if let Some(lost) = self.sessions.remove(&id) {
                 waiters = lost.waiters;
+                if let SignalPath::Relay { via, job } = lost.path
+                    && lost.path != path
+                    && !self.bridge.is_opener(&via, job)
+                {
+                    self.bridge.handshake_done(
+                        &via,
+                        job,
+                        Err(BridgeFailure::Transport("replaced by a fresh offer".into())),
+                    );
+                }
             }
             self.push(Output::AbortHandshake { session: id });
         }
-        if self.sessions.len() >= self.config.max_handshakes
-            || self.peers_and_handshakes() >= self.config.max_peers
+        if self.handshakes(Some(Role::Acceptor)) >= self.config.max_inbound_handshakes
+            || (self.peers_and_handshakes(None) >= self.config.max_peers
+                && self.lingering_victim().is_none())
         {
-            warn!(peer = %remote.short(), "incoming handshake refused: limits reached");
+            self.refusals += 1;
+            debug!(peer = %remote.short(), "incoming handshake refused: limits reached");
             self.fail_waiters(remote, waiters, ConnectError::TooManyHandshakes);
             return;
         }
@@ -321,13 +376,44 @@ impl NodeCore {
         );
     }
 
-    /// Neighbours plus handshakes in flight with peers that are not
-    /// neighbours yet: what `max_peers` bounds.
-    fn peers_and_handshakes(&self) -> usize {
+    fn refuse_replay(&mut self, signal: &Signal) {
+        self.refusals += 1;
+        let e = SignalError::Replayed {
+            session: signal.session,
+            seq: signal.seq,
+        };
+        debug!(peer = %signal.from.short(), error = %e, "signal refused");
+    }
+
+    /// The lingering neighbour (no arc, no handshake) that lingered longest.
+    fn lingering_victim(&self) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .filter_map(|(id, p)| p.linger_until.map(|t| (t, *id)))
+            .filter(|(_, id)| {
+                self.arc_total(id) == 0 && !self.sessions.values().any(|s| s.remote == *id)
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Handshakes in flight in `role` (both roles with `None`).
+    fn handshakes(&self, role: Option<Role>) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| role.is_none_or(|r| s.role == r))
+            .count()
+    }
+
+    /// Neighbours plus handshakes in flight (in `role`, or both) with peers
+    /// that are not neighbours yet: what `max_peers` bounds. Our dials count
+    /// only our own, so that offers cannot block them.
+    fn peers_and_handshakes(&self, role: Option<Role>) -> usize {
         self.peers.len()
             + self
                 .sessions
                 .values()
+                .filter(|s| role.is_none_or(|r| s.role == r))
                 .filter(|s| !self.peers.contains_key(&s.remote))
                 .count()
     }

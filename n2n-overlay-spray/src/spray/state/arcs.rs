@@ -71,7 +71,7 @@ where
                 self.outview.insert(peer.clone());
                 let born = match self.incoming.iter().position(|(p, ..)| *p == peer) {
                     Some(i) => {
-                        let (_, arc_age, _) = self.incoming.remove(i).expect("found");
+                        let (_, arc_age, ..) = self.incoming.remove(i).expect("found");
                         match self.config.age_rule {
                             AgeRule::Reset => self.round,
                             AgeRule::Keep => self.round - i64::from(arc_age),
@@ -103,6 +103,7 @@ where
                     "spray: incoming arc closed that the inview did not hold"
                 );
             }
+            self.forget_join(&peer);
             return;
         }
         let Some(mark) = self.view.remove_one(&peer) else {
@@ -113,6 +114,7 @@ where
             return;
         };
         self.outview.remove(&peer);
+        self.forget_join(&peer);
         if matches!(reason, ArcCloseReason::PeerDown(_)) && mark != Mark::Closing {
             if self.exchange.as_ref().is_some_and(|e| e.partner == peer) {
                 self.cancel_exchange();

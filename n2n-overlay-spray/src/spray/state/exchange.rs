@@ -93,13 +93,14 @@ where
             .collect()
     }
 
-    /// Remembers the ages of arcs a partner announced, until they arrive.
-    pub(super) fn expect_arcs(&mut self, now: Instant, sample: Vec<(P, u32)>) {
+    /// Remembers the arcs partner `from` announced (their ages, and that
+    /// `from` will order them: see `admit`), until they arrive.
+    pub(super) fn expect_arcs(&mut self, now: Instant, from: &P, sample: Vec<(P, u32)>) {
         for (peer, arc_age) in sample {
             if self.incoming.len() == MAX_INCOMING {
                 self.incoming.pop_front();
             }
-            self.incoming.push_back((peer, arc_age, now));
+            self.incoming.push_back((peer, arc_age, now, from.clone()));
         }
     }
 
@@ -111,7 +112,7 @@ where
     /// for an arc that does not come).
     pub(super) fn settled(&mut self, now: Instant) -> bool {
         let wait = self.config.exchange_timeout.min(self.config.delta / 2);
-        while let Some(&(_, _, at)) = self.incoming.front() {
+        while let Some(&(_, _, at, _)) = self.incoming.front() {
             if at + wait > now {
                 break;
             }
@@ -137,11 +138,43 @@ where
             });
         }
         for &i in &indices {
+            if self.config.await_bridges {
+                self.view.set_mark(i, Mark::Giving);
+            } else {
+                self.view.set_mark(i, Mark::Closing);
+                let to = self.view.entries()[i].peer.clone();
+                self.push(Output::CloseArc { to });
+            }
+        }
+        self.scratch = indices;
+    }
+
+    /// Whether arcs given away still wait for their bridges.
+    pub(super) fn giving(&self) -> bool {
+        self.view.entries().iter().any(|e| e.mark == Mark::Giving)
+    }
+
+    /// The bridge `from → to` we asked for is over: the arc given away
+    /// for it closes (it moved) or is ours again (it failed).
+    pub(super) fn bridge_over(&mut self, from: &P, to: &P, ok: bool) {
+        let given = self.view.entries().iter().position(|e| {
+            e.mark == Mark::Giving
+                && if *to == self.local {
+                    e.peer == *from
+                } else {
+                    e.peer == *to
+                }
+        });
+        let Some(i) = given else {
+            return;
+        };
+        if ok {
             self.view.set_mark(i, Mark::Closing);
             let to = self.view.entries()[i].peer.clone();
             self.push(Output::CloseArc { to });
+        } else {
+            self.view.set_mark(i, Mark::Live);
         }
-        self.scratch = indices;
     }
 
     pub(super) fn cancel_exchange(&mut self) {
@@ -152,7 +185,7 @@ where
 
     pub(super) fn shuffle(&mut self, now: Instant) {
         self.round += 1;
-        if self.exchange.is_some() || !self.settled(now) {
+        if self.exchange.is_some() || self.giving() || !self.settled(now) {
             // A sample drawn now would be half of a view still short of
             // the arcs on their way.
             debug!("spray: previous exchange still pending, round skipped");
@@ -217,13 +250,22 @@ where
             );
             return;
         }
+        if !theirs.iter().any(|(p, _)| *p == from) {
+            // An initiator's sample always holds its arc to us, turned into
+            // an arc to itself: a sample without it is no shuffle's.
+            warn!(
+                ?from,
+                "spray: exchange whose sample lacks its sender ignored"
+            );
+            return;
+        }
         let live = self
             .view
             .entries()
             .iter()
             .filter(|e| e.mark == Mark::Live)
             .count();
-        if live == 0 || self.exchange.is_some() || !self.settled(now) {
+        if live == 0 || self.exchange.is_some() || self.giving() || !self.settled(now) {
             // Nothing to give (every arc reserved for our own exchange, or
             // given away and closing), our arcs are promised elsewhere, or
             // the arcs of our last exchange are still on their way: an
@@ -244,7 +286,7 @@ where
         }
         self.sample_live(live.div_ceil(2), None);
         let mine = self.mix_mean();
-        let mean = (mine + f64::from(their_mean)) / 2.0;
+        let mean = bounded_mean(mine, f64::from(their_mean));
         self.mean_view = Some(mean);
         let sample = self.sample_list(&from);
         self.send(
@@ -255,7 +297,7 @@ where
                 sample,
             },
         );
-        self.expect_arcs(now, theirs);
+        self.expect_arcs(now, &from, theirs);
         self.give_sample(&from);
     }
 
@@ -283,8 +325,10 @@ where
             return;
         }
         self.exchange = None;
-        self.mean_view = Some(f64::from(mean));
-        self.expect_arcs(now, theirs);
+        let mine = self.mean_view();
+        // The reply carries both means averaged: taken as is, within bounds.
+        self.mean_view = Some(bound(mine, f64::from(mean)));
+        self.expect_arcs(now, &from, theirs);
         self.scratch.clear();
         self.scratch.extend(
             self.view
@@ -296,4 +340,17 @@ where
         );
         self.give_sample(&from);
     }
+}
+
+/// The mean of our running mean `mine` and a partner's `theirs`, the
+/// partner's first held within a factor of four of ours (plus four arcs):
+/// one partner moves our estimate, it cannot set it (an announced mean of
+/// 1000 would make the size estimate e^1000).
+pub(super) fn bounded_mean(mine: f64, theirs: f64) -> f64 {
+    (mine + bound(mine, theirs)) / 2.0
+}
+
+/// `theirs` held within a factor of four of `mine`, plus four arcs.
+fn bound(mine: f64, theirs: f64) -> f64 {
+    theirs.clamp(mine / 4.0, mine * 4.0 + 4.0)
 }

@@ -92,6 +92,10 @@ where
             debug!(?newcomer, "spray: join ignored");
             return;
         }
+        if !self.first_join(&newcomer) {
+            debug!(?newcomer, "spray: repeated join ignored");
+            return;
+        }
         let targets: Vec<P> = self
             .view
             .entries()
