@@ -135,6 +135,10 @@ async fn a_node_whose_events_are_never_read_keeps_working_and_reports_the_lag() 
             _ => kept += 1,
         }
     }
-    assert_eq!(kept, 2);
+    // The two kept events, and any that arrived while this loop drained
+    // the stream (the messages may still be on their way): nothing is lost
+    // without being counted, the five connections at least.
+    assert!(kept >= 2, "kept {kept}");
     assert!(lagged > 0);
+    assert!(kept + lagged as usize >= others.len(), "kept {kept}, missed {lagged}");
 }
