@@ -83,6 +83,9 @@ pub enum ArcCloseReason {
     PeerDown(String),
     /// The local node is shutting down.
     Shutdown,
+    /// The remote's overlay refused the arc we opened to it
+    /// ([`Admission::ArcOpen`]); it never counted in the remote's inview.
+    Refused(String),
 }
 
 /// How well an overlay is connected.
@@ -273,6 +276,13 @@ pub enum Admission<P> {
         relay: P,
         /// The arc's target.
         to: P,
+    },
+    /// Neighbour `from` opened an arc `from → this peer` (its `ArcOpen`).
+    /// A refusal removes the arc at both ends: `from`'s overlay gets
+    /// `ArcClosed` with [`ArcCloseReason::Refused`].
+    ArcOpen {
+        /// The neighbour that opened the arc.
+        from: P,
     },
 }
 

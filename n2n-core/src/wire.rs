@@ -232,6 +232,13 @@ pub enum Message {
         /// Why.
         reason: CloseReason,
     },
+    /// The sender's overlay refused the arc `receiver → sender` in `overlay`
+    /// that the receiver's `ArcOpen` announced (see
+    /// [`crate::overlay::Admission::ArcOpen`]): the receiver removes it.
+    ArcRefused {
+        /// The overlay the arc belongs to.
+        overlay: ProtocolId,
+    },
 }
 
 /// Why a frame could not be decoded. The connection that sent it misbehaved.
@@ -363,6 +370,7 @@ mod tests {
         vec![
             Message::ArcOpen { overlay: o },
             Message::ArcClose { overlay: o },
+            Message::ArcRefused { overlay: o },
             Message::Bridge(Box::new(BridgeMessage::ConnectTo {
                 job: 1,
                 overlay: o,

@@ -11,19 +11,21 @@ use common::harness::{self as h, snap};
 use common::{key, test_config};
 use n2n_core::harness::Network;
 use n2n_core::node::{Config, Event};
-use n2n_core::overlay::{Admission, Denied, Erased, Input, Output, Overlay, Views};
+use n2n_core::overlay::{Admission, ArcCloseReason, Denied, Erased, Input, Output, Overlay, Views};
 use n2n_core::time::Instant;
 use n2n_core::wire::{BridgeFailure, Message, ProtocolId};
 use n2n_core::{Direction, Inview, Outview, PeerId};
 
 const TOY: ProtocolId = ProtocolId::from_name("toy-consent");
 
-/// Refuses every bridge order when `refuse`; on `b"more"` opens `n` arcs to
+/// Refuses every bridge order when `refuse`, every incoming arc when
+/// `refuse_arcs`; on `b"more"` opens `n` arcs to
 /// the sender; answers every failed arc by opening it again (as Spray's
 /// arc-down rule does).
 #[derive(Debug, Default)]
 struct Toy {
     refuse: bool,
+    refuse_arcs: bool,
     more: u32,
     inview: Inview,
     outview: Outview,
@@ -76,6 +78,7 @@ impl Overlay<PeerId> for Toy {
     fn admit(&mut self, _now: Instant, request: &Admission<PeerId>) -> Result<(), Denied> {
         match request {
             Admission::ConnectTo { .. } if self.refuse => Err(Denied::new("not announced")),
+            Admission::ArcOpen { .. } if self.refuse_arcs => Err(Denied::new("no arcs wanted")),
             _ => Ok(()),
         }
     }
@@ -165,5 +168,46 @@ fn an_arc_over_the_per_peer_limit_does_not_loop_and_views_agree() {
     );
     assert_eq!(h::out_count(&net, x, y), 0, "O untouched");
     assert_eq!(snap(&net, x).view(TOY).1.count(&net.peer(y)), 2);
+    h::assert_consistent(&net);
+}
+
+#[test]
+fn an_overlay_refuses_an_incoming_arc_and_both_ends_forget_it() {
+    let mut net = Network::new(3);
+    let refusing = Toy {
+        refuse_arcs: true,
+        ..Toy::default()
+    };
+    let x = add(&mut net, 1, test_config(), Some(refusing));
+    let y = add(&mut net, 2, test_config(), Some(Toy::default()));
+    h::connect(&mut net, y, x).unwrap();
+    net.events(y);
+    let px = net.peer(x);
+    for _ in 0..10 {
+        net.with_core(y, |core, now| core.open_arc(now, TOY, px))
+            .expect("y may open an arc to its neighbour");
+        net.drive();
+    }
+    // Neither end keeps the arc: x's overlay refused it, y removed it.
+    assert_eq!(snap(&net, x).view(TOY).0.len(), 0);
+    assert_eq!(snap(&net, y).view(TOY).1.len(), 0);
+    let s = snap(&net, x);
+    assert_eq!(s.refusals, 10);
+    assert_eq!(s.protocol_violations, 0, "a refusal is no violation");
+    // y's application hears that each arc went, and why.
+    let refused = net
+        .events(y)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::ArcClosed {
+                    reason: ArcCloseReason::Refused(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(refused, 10);
     h::assert_consistent(&net);
 }

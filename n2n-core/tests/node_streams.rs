@@ -140,5 +140,8 @@ async fn a_node_whose_events_are_never_read_keeps_working_and_reports_the_lag() 
     // without being counted, the five connections at least.
     assert!(kept >= 2, "kept {kept}");
     assert!(lagged > 0);
-    assert!(kept + lagged as usize >= others.len(), "kept {kept}, missed {lagged}");
+    assert!(
+        kept + lagged as usize >= others.len(),
+        "kept {kept}, missed {lagged}"
+    );
 }

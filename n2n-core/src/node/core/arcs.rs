@@ -5,9 +5,10 @@ use super::NodeCore;
 use crate::arc::Direction;
 use crate::identity::PeerId;
 use crate::node::{ArcError, Event};
-use crate::overlay::{ArcCloseReason, Input};
+use crate::overlay::{Admission, ArcCloseReason, Input};
 use crate::time::Instant;
 use crate::wire::{Message, ProtocolId};
+use tracing::debug;
 
 impl NodeCore {
     /// Opens one more arc in `overlay` to the connected neighbour `peer` (no
@@ -186,6 +187,16 @@ impl NodeCore {
             self.violation(from, "too many arcs");
             return;
         }
+        if let Some(idx) = self.overlay_index(overlay) {
+            let request = Admission::ArcOpen { from };
+            if let Err(denied) = self.overlays[idx].overlay.admit(self.now, &request) {
+                self.refusals += 1;
+                debug!(peer = %from.short(), %denied, "incoming arc refused by the overlay");
+                self.send_control(from, &Message::ArcRefused { overlay });
+                return;
+            }
+        }
+        let views = self.views.entry(overlay).or_default();
         views.inview.insert(from);
         self.refresh_linger(from);
         self.arc_event(overlay, from, Direction::Incoming, None);
@@ -206,6 +217,27 @@ impl NodeCore {
             from,
             Direction::Incoming,
             Some(ArcCloseReason::Closed),
+        );
+    }
+
+    /// Our arc `self → from` in `overlay` was refused by `from`'s overlay.
+    pub(super) fn on_arc_refused(&mut self, from: PeerId, overlay: ProtocolId) {
+        let removed = self
+            .views
+            .get_mut(&overlay)
+            .is_some_and(|v| v.outview.remove(&from));
+        if !removed {
+            self.violation(from, "ArcRefused for an arc that does not exist");
+            return;
+        }
+        self.refresh_linger(from);
+        self.arc_event(
+            overlay,
+            from,
+            Direction::Outgoing,
+            Some(ArcCloseReason::Refused(
+                "refused by the remote's overlay".into(),
+            )),
         );
     }
 }

@@ -217,6 +217,7 @@ impl NodeCore {
         match message {
             Message::ArcOpen { overlay } => self.on_arc_open(from, self.named(overlay)),
             Message::ArcClose { overlay } => self.on_arc_close(from, self.named(overlay)),
+            Message::ArcRefused { overlay } => self.on_arc_refused(from, self.named(overlay)),
             Message::Bridge(message) => self.bridge.handle_message(self.now, from, *message),
             Message::Overlay { overlay, payload } => match self.overlay_index(overlay) {
                 Some(idx) => self
