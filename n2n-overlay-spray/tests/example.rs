@@ -5,6 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `target/<profile>`, found from this test executable (`target/<profile>/deps/…`).
+/// Each test runs dozens of real WebRTC peers in child processes: run at
+/// once on a small machine, they starve each other's joins and shuffles
+/// (the overlay then forms in other timings than the example's own), so
+/// they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent()
@@ -48,6 +60,7 @@ fn temp(name: &str) -> PathBuf {
 
 #[test]
 fn the_example_converges_on_real_webrtc_without_the_server() {
+    let _turn = one_at_a_time();
     let out = temp("single.json");
     let graph = temp("single.dot");
     let run = Command::new(example())
@@ -127,6 +140,7 @@ impl Drop for Reaped {
 /// processes of five peers each join it and form one overlay.
 #[test]
 fn three_processes_of_five_peers_form_one_overlay() {
+    let _turn = one_at_a_time();
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
@@ -258,6 +272,7 @@ fn three_processes_of_five_peers_form_one_overlay() {
 /// stack in code; both peers meet in one overlay.
 #[test]
 fn the_compose_example_joins_a_file_stack_and_a_code_stack() {
+    let _turn = one_at_a_time();
     let exe = artifact(
         "examples/compose",
         &["-p", "n2n-overlay-spray", "--example", "compose"],
