@@ -54,7 +54,7 @@ fn overlay_name(p: ProtocolId) -> JsValue {
     if p == spray::PROTOCOL {
         JsValue::from_str("spray")
     } else {
-        JsValue::from_f64(f64::from(p.0))
+        JsValue::from_f64(f64::from(p.as_u32()))
     }
 }
 
@@ -180,7 +180,7 @@ impl WebNode {
             if name.is_empty() || name == "spray" {
                 return Err(JsError::new(&format!("bad protocol name {name:?}")));
             }
-            protocols.push((name.clone(), ProtocolId::from_name(name)));
+            protocols.push((name.clone(), ProtocolId::from_runtime_name(name)));
         }
         let core_seed = match config.seed {
             Some(s) => s,
