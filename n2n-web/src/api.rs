@@ -197,8 +197,9 @@ impl WebNode {
             handshake_timeout: config.handshake_timeout() + Duration::from_secs(1),
             ..n2n_core::node::Config::default()
         };
-        let core = NodeCore::new(
-            util::now(),
+        let started = util::now();
+        let mut core = NodeCore::new(
+            started,
             node_config,
             key.clone(),
             n2n_transport_webrtc::PLUGIN_NAME,
@@ -206,6 +207,8 @@ impl WebNode {
             protocols.iter().map(|(_, id)| *id).collect(),
             core_seed,
         );
+        // Signals are signed valid until a unix time: the page's clock.
+        core.set_wall_clock(started, js_sys::Date::now() as u64);
         let protocols = Rc::new(protocols);
         let names = protocols.clone();
         let node = Node::new(core, config, Box::new(move |e| event_to_js(e, &names)));
