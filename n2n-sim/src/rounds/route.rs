@@ -172,9 +172,10 @@ where
             return;
         }
         let reachable = from != to && (to == via || (self.is_alive(to) && self.connected(via, to)));
-        let direct = to == via || self.connected(from, to);
         let mut lost = false;
-        if reachable && !direct {
+        // Signaling loss applies only where the two ends were not connected
+        // (asked only when there is loss to draw).
+        if reachable && self.config.loss > 0.0 && to != via && !self.connected(from, to) {
             for _ in 0..4 {
                 lost |= self.lost(self.config.loss);
             }

@@ -85,6 +85,11 @@ where
 
     /// `peer` holds no arc with us any more: a later join of its is fresh.
     pub(super) fn forget_join(&mut self, peer: &P) {
+        // Called on every arc closed: most peers served no join lately, and
+        // the record is looked at before the views.
+        if !self.joined.contains(peer) {
+            return;
+        }
         if !self.inview.contains(peer) && !self.outview.contains(peer) {
             self.joined.retain(|p| p != peer);
         }
