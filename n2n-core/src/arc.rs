@@ -182,6 +182,17 @@ impl<P: Ord + Clone> ArcSet<P> {
         Some(&self.entries[rng.random_range(0..self.entries.len())].0)
     }
 
+    /// Distinct peers the set can hold without allocating.
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// Gives back memory, keeping room for at least `min` distinct peers
+    /// (and for those it holds), as [`Vec::shrink_to`].
+    pub fn shrink_to(&mut self, min: usize) {
+        self.entries.shrink_to(min);
+    }
+
     /// Removes every arc.
     pub fn clear(&mut self) {
         self.entries.clear();

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use n2n_sim::node::{NodeCycle, NodeRunConfig, run_node};
 use n2n_sim::scenario::{Arrival, Scenario};
 
@@ -92,27 +93,35 @@ pub(crate) fn run(
         fs::File::create(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?,
     );
     writeln!(csv, "{CSV_HEADER}")?;
+    let bar = ProgressBar::new(u64::from(scenario.cycles) + 1);
+    if quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] cycle {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
     let cpu0 = super::cpu_seconds();
     let mut write_error = None;
     let result = run_node(&config, |row| {
         if let Err(e) = writeln!(csv, "{}", csv_row(row)) {
             write_error.get_or_insert(e);
         }
-        if !quiet {
-            let ring = match (row.ring, row.ring_connected) {
-                (Some(all), Some(connected)) => format!(
-                    ", ring right {:.1}% ({:.1}% of the connected)",
-                    100.0 * all,
-                    100.0 * connected
-                ),
-                _ => String::new(),
-            };
-            eprintln!(
-                "cycle {:>3}: mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}{ring}",
-                row.cycle, row.view.mean, row.view.std_dev, row.in_degree.std_dev, row.strong.count
-            );
-        }
+        let ring = match (row.ring, row.ring_connected) {
+            (Some(all), Some(connected)) => format!(
+                ", ring right {:.1}% ({:.1}% of the connected)",
+                100.0 * all,
+                100.0 * connected
+            ),
+            _ => String::new(),
+        };
+        bar.set_message(format!(
+            "mean view {:.2} (σ {:.2}), in-degree σ {:.2}, strong {}{ring}",
+            row.view.mean, row.view.std_dev, row.in_degree.std_dev, row.strong.count
+        ));
+        bar.inc(1);
     });
+    bar.finish_and_clear();
     if let Some(e) = write_error {
         return Err(e).context("writing the CSV");
     }

@@ -20,6 +20,7 @@ mod admission;
 mod arcs;
 mod exchange;
 mod membership;
+mod trim;
 
 pub use admission::{MAX_JOINED, UNANNOUNCED_PER_ROUND};
 
@@ -334,6 +335,7 @@ where
         match timer {
             Timer::Shuffle => {
                 self.shuffle_armed = false;
+                self.trim();
                 if self.leave != LeavePhase::Member {
                     return;
                 }

@@ -112,6 +112,16 @@ impl<P: PartialEq + Clone> PartialView<P> {
         pick.map(|i| self.entries.remove(i).mark)
     }
 
+    /// The entries the view can hold without allocating.
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// Gives back memory, keeping room for at least `min` entries.
+    pub(crate) fn shrink_to(&mut self, min: usize) {
+        self.entries.shrink_to(min);
+    }
+
     /// Whether any occurrence of `peer` is left.
     pub(crate) fn contains(&self, peer: &P) -> bool {
         self.entries.iter().any(|e| &e.peer == peer)
