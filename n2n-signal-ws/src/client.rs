@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes, check_key};
+use crate::join::{self, Backoff};
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, check_key};
 
 /// Settings of a client. In a stack file: the `[signaling]` section with
 /// `name = "ws"`, `url`, `room`, and durations in milliseconds.
@@ -137,7 +138,7 @@ impl Default for ClientConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             queue: 256,
-            max_frame: 256 * 1024,
+            max_frame: join::CLIENT_MAX_FRAME,
             keepalive: Duration::from_secs(30),
         }
     }
@@ -167,10 +168,6 @@ impl Drop for WsSignaling {
 struct Joined {
     ws: Ws,
     contact: Option<PeerId>,
-}
-
-fn refused(code: ErrorCode, message: &str) -> SignalingError {
-    SignalingError::Refused(format!("{code}: {message}"))
 }
 
 /// Reads one frame from the server: a message, or `None` for a ping or pong.
@@ -219,49 +216,12 @@ async fn dial(
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true)
             .await
             .map_err(|e| SignalingError::Unreachable(format!("{url}: {e}")))?;
-        let nonce = match next_server_message(&mut ws).await? {
-            ServerMessage::Challenge { nonce, .. } => {
-                let mut bytes = [0u8; 32];
-                hex::decode_to_slice(&nonce, &mut bytes).map_err(|_| {
-                    SignalingError::Other("the server's nonce is not 32 hex bytes".into())
-                })?;
-                bytes
-            }
-            ServerMessage::Error { code, message } => return Err(refused(code, &message)),
-            other => {
-                return Err(SignalingError::Other(format!(
-                    "expected a challenge, got {other:?}"
-                )));
-            }
-        };
-        let hello = ClientMessage::Hello {
-            peer: keypair.peer_id(),
-            room: room.to_string(),
-            signature: hex::encode(keypair.sign(&challenge_bytes(&nonce, room))),
-        };
-        let text =
-            serde_json::to_string(&hello).map_err(|e| SignalingError::Other(e.to_string()))?;
-        ws.send(WsMessage::text(text))
+        let nonce = join::challenge(next_server_message(&mut ws).await?)?;
+        ws.send(WsMessage::text(join::hello(keypair, room, &nonce)))
             .await
             .map_err(|e| SignalingError::Other(e.to_string()))?;
-        match next_server_message(&mut ws).await? {
-            ServerMessage::Welcome { contact } => {
-                // A server that hands out a weak key would have us dial a peer
-                // anybody can impersonate.
-                if let Some(c) = &contact
-                    && let Err(e) = check_key(c)
-                {
-                    return Err(SignalingError::Other(format!(
-                        "the server gave an unusable contact {c}: {e}"
-                    )));
-                }
-                Ok(Joined { ws, contact })
-            }
-            ServerMessage::Error { code, message } => Err(refused(code, &message)),
-            other => Err(SignalingError::Other(format!(
-                "expected a welcome, got {other:?}"
-            ))),
-        }
+        let contact = join::welcome(next_server_message(&mut ws).await?)?;
+        Ok(Joined { ws, contact })
     };
     tokio::time::timeout(config.connect_timeout, attempt)
         .await
@@ -277,16 +237,16 @@ async fn dial_patiently(
     config: &ClientConfig,
 ) -> Result<Joined, SignalingError> {
     let give_up = tokio::time::Instant::now() + config.connect_timeout;
-    let mut delay = config.backoff_min;
+    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     loop {
         match dial(url, room, keypair, config).await {
-            Err(SignalingError::Refused(reason))
-                if reason.starts_with(ErrorCode::JoinRateLimited.as_str())
-                    && tokio::time::Instant::now() + delay < give_up =>
+            Err(e)
+                if join::rate_limited(&e)
+                    && tokio::time::Instant::now() + backoff.peek() < give_up =>
             {
-                debug!(%reason, ?delay, "join rate-limited; trying again");
+                let delay = backoff.next_delay();
+                debug!(reason = %e, ?delay, "join rate-limited; trying again");
                 tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(config.backoff_max);
             }
             other => return other,
         }
@@ -463,8 +423,9 @@ async fn run(
             return;
         }
         // Reconnect with exponential backoff, joining the same room again.
-        let mut delay = config.backoff_min;
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
         ws = loop {
+            let delay = backoff.next_delay();
             tokio::time::sleep(delay).await;
             match dial(&url, &room, &keypair, &config).await {
                 Ok(joined) => {
@@ -477,10 +438,7 @@ async fn run(
                     warn!(%reason, "signaling server refuses us; giving up");
                     return;
                 }
-                Err(e) => {
-                    debug!(error = %e, ?delay, "reconnection failed");
-                    delay = delay.saturating_mul(2).min(config.backoff_max);
-                }
+                Err(e) => debug!(error = %e, ?delay, "reconnection failed"),
             }
         };
     }

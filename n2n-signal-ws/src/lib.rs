@@ -91,6 +91,7 @@
 
 #[cfg(feature = "native")]
 pub mod client;
+pub mod join;
 pub mod protocol;
 #[cfg(feature = "native")]
 pub mod server;

@@ -6,6 +6,7 @@
 //! arrives is untrusted: at most [`MAX_SIGNAL`] bytes, decoded into [`Signal`]
 //! or refused with a [`SignalError`].
 
+use n2n_core::transport::TransportError;
 use serde::{Deserialize, Serialize};
 
 /// Largest signal accepted, in bytes.
@@ -69,6 +70,29 @@ impl Signal {
         serde_json::from_slice(bytes).map_err(|e| SignalError::Malformed(e.to_string()))
     }
 
+    /// Decodes a signal from the remote during a handshake, a refusal being
+    /// the handshake's error ([`TransportError::BadSignal`]).
+    ///
+    /// # Errors
+    /// [`TransportError::BadSignal`] when the bytes are too many or not a signal.
+    pub fn decode_remote(bytes: &[u8]) -> Result<Self, TransportError> {
+        Self::decode(bytes).map_err(|e| TransportError::BadSignal(e.to_string()))
+    }
+
+    /// The SDP of the dialer's offer: the first signal an acceptor gets.
+    ///
+    /// # Errors
+    /// [`TransportError::BadSignal`] for anything but a valid offer.
+    pub fn expect_offer(bytes: &[u8]) -> Result<String, TransportError> {
+        match Self::decode_remote(bytes)? {
+            Signal::Offer { sdp } => Ok(sdp),
+            other => Err(TransportError::BadSignal(format!(
+                "expected an offer, got a {} signal",
+                other.kind()
+            ))),
+        }
+    }
+
     /// The signal's kind, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,6 +107,28 @@ impl Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_acceptor_takes_an_offer_and_nothing_else_first() {
+        let offer = Signal::Offer {
+            sdp: "v=0\r\n".into(),
+        }
+        .encode();
+        assert_eq!(Signal::expect_offer(&offer).unwrap(), "v=0\r\n");
+        let answer = Signal::Answer {
+            sdp: "v=0\r\n".into(),
+        }
+        .encode();
+        let e = Signal::expect_offer(&answer).unwrap_err();
+        assert!(
+            e.to_string().contains("expected an offer, got a answer"),
+            "{e}"
+        );
+        assert!(matches!(
+            Signal::expect_offer(b"{"),
+            Err(TransportError::BadSignal(_))
+        ));
+    }
 
     #[test]
     fn signals_roundtrip() {

@@ -359,17 +359,7 @@ impl WebRtcTransport {
                     .recv()
                     .await
                     .ok_or(TransportError::SignalingClosed)?;
-                let sdp = match Signal::decode(&first)
-                    .map_err(|e| TransportError::BadSignal(e.to_string()))?
-                {
-                    Signal::Offer { sdp } => sdp,
-                    other => {
-                        return Err(TransportError::BadSignal(format!(
-                            "expected an offer, got a {} signal",
-                            other.kind()
-                        )));
-                    }
-                };
+                let sdp = Signal::expect_offer(&first)?;
                 let taken = Arc::new(AtomicBool::new(false));
                 pc.on_data_channel(Box::new(move |dc| {
                     if dc.label() == CHANNEL_LABEL && !taken.swap(true, Ordering::AcqRel) {
@@ -429,8 +419,7 @@ impl WebRtcTransport {
                         }
                         return Err(TransportError::SignalingClosed);
                     };
-                    let signal = Signal::decode(&payload)
-                        .map_err(|e| TransportError::BadSignal(e.to_string()))?;
+                    let signal = Signal::decode_remote(&payload)?;
                     match signal {
                         Signal::Answer { sdp } if role == Role::Dialer && !remote_set => {
                             let answer = RTCSessionDescription::answer(sdp).map_err(bad("answer"))?;

@@ -413,17 +413,7 @@ pub(crate) async fn handshake(
         }
         Role::Acceptor => {
             let first = first.ok_or(TransportError::SignalingClosed)?;
-            let sdp = match Signal::decode(&first)
-                .map_err(|e| TransportError::BadSignal(e.to_string()))?
-            {
-                Signal::Offer { sdp } => sdp,
-                other => {
-                    return Err(TransportError::BadSignal(format!(
-                        "expected an offer, got a {} signal",
-                        other.kind()
-                    )));
-                }
-            };
+            let sdp = Signal::expect_offer(&first)?;
             let taken = Rc::new(Cell::new(false));
             let mut tx = tx.clone();
             let on_channel = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
@@ -484,8 +474,7 @@ pub(crate) async fn handshake(
                 }
             }
             HsEvent::Remote(payload) => {
-                let signal = Signal::decode(&payload)
-                    .map_err(|e| TransportError::BadSignal(e.to_string()))?;
+                let signal = Signal::decode_remote(&payload)?;
                 match signal {
                     Signal::Answer { sdp } if role == Role::Dialer && !remote_set => {
                         let answer = RtcSessionDescriptionInit::new(RtcSdpType::Answer);

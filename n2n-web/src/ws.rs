@@ -13,7 +13,8 @@ use futures_channel::mpsc;
 use futures_util::StreamExt;
 use n2n_core::signaling::SignalingError;
 use n2n_core::{Keypair, PeerId, SignedSignal};
-use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+use n2n_signal_ws::join::{self, BACKOFF_MAX, BACKOFF_MIN, Backoff};
+use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage, check_key};
 use tracing::{debug, info, warn};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -22,14 +23,11 @@ use web_sys::{CloseEvent, MessageEvent, WebSocket};
 use crate::util;
 
 /// Largest frame accepted from the server (the native client's default).
-const MAX_FRAME: usize = 256 * 1024;
+const MAX_FRAME: usize = join::CLIENT_MAX_FRAME;
 /// Socket events queued at most; a server flooding past it loses the socket.
 const EVENT_QUEUE: usize = 1024;
 /// Signals queued while (re)connecting at most.
 const OUT_QUEUE: usize = 256;
-/// First and longest reconnection delays.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 enum WsEvent {
     Open,
@@ -93,10 +91,6 @@ fn open_socket(url: &str) -> Result<(Socket, mpsc::Receiver<WsEvent>), Signaling
     ))
 }
 
-fn refused(code: ErrorCode, message: &str) -> SignalingError {
-    SignalingError::Refused(format!("{code}: {message}"))
-}
-
 /// Decodes one server frame; every byte string gives a message or an error.
 fn server_message(text: &str) -> Result<ServerMessage, SignalingError> {
     if text.len() > MAX_FRAME {
@@ -146,39 +140,13 @@ async fn dial(
 ) -> Result<(Socket, mpsc::Receiver<WsEvent>, Option<PeerId>), SignalingError> {
     let attempt = async {
         let (socket, mut rx) = open_socket(url)?;
-        let nonce = match next_message(&mut rx, url).await? {
-            ServerMessage::Challenge { nonce, .. } => {
-                let mut bytes = [0u8; 32];
-                hex::decode_to_slice(&nonce, &mut bytes).map_err(|_| {
-                    SignalingError::Other("the server's nonce is not 32 hex bytes".into())
-                })?;
-                bytes
-            }
-            ServerMessage::Error { code, message } => return Err(refused(code, &message)),
-            other => {
-                return Err(SignalingError::Other(format!(
-                    "expected a challenge, got {other:?}"
-                )));
-            }
-        };
-        let hello = ClientMessage::Hello {
-            peer: keypair.peer_id(),
-            room: room.to_string(),
-            signature: hex::encode(keypair.sign(&challenge_bytes(&nonce, room))),
-        };
-        let text =
-            serde_json::to_string(&hello).map_err(|e| SignalingError::Other(e.to_string()))?;
+        let nonce = join::challenge(next_message(&mut rx, url).await?)?;
         socket
             .ws
-            .send_with_str(&text)
+            .send_with_str(&join::hello(keypair, room, &nonce))
             .map_err(|e| SignalingError::Other(util::js_text(&e)))?;
-        match next_message(&mut rx, url).await? {
-            ServerMessage::Welcome { contact } => Ok((socket, rx, contact)),
-            ServerMessage::Error { code, message } => Err(refused(code, &message)),
-            other => Err(SignalingError::Other(format!(
-                "expected a welcome, got {other:?}"
-            ))),
-        }
+        let contact = join::welcome(next_message(&mut rx, url).await?)?;
+        Ok((socket, rx, contact))
     };
     util::timeout(timeout, attempt)
         .await
@@ -195,16 +163,13 @@ async fn dial_patiently(
     timeout: Duration,
 ) -> Result<(Socket, mpsc::Receiver<WsEvent>, Option<PeerId>), SignalingError> {
     let give_up = util::now() + timeout;
-    let mut delay = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         match dial(url, room, keypair, timeout).await {
-            Err(SignalingError::Refused(reason))
-                if reason.starts_with(ErrorCode::JoinRateLimited.as_str())
-                    && util::now() + delay < give_up =>
-            {
-                debug!(%reason, ?delay, "join rate-limited; trying again");
+            Err(e) if join::rate_limited(&e) && util::now() + backoff.peek() < give_up => {
+                let delay = backoff.next_delay();
+                debug!(reason = %e, ?delay, "join rate-limited; trying again");
                 util::sleep(delay).await;
-                delay = (delay * 2).min(BACKOFF_MAX);
             }
             other => return other,
         }
@@ -304,6 +269,9 @@ async fn run(
     reconnect: bool,
     on_signal: Rc<dyn Fn(SignedSignal)>,
 ) {
+    // Signals dropped (weak author keys) and error frames seen: logged at
+    // powers of two only, so that the server cannot make us log without limit.
+    let (mut dropped, mut notes) = (0u64, 0u64);
     loop {
         // Serve the socket until it drops.
         let refused_for_good = loop {
@@ -314,9 +282,22 @@ async fn run(
             }
             match event {
                 Some(WsEvent::Text(t)) => match server_message(&t) {
-                    Ok(ServerMessage::Signal { signal }) => on_signal(signal),
+                    Ok(ServerMessage::Signal { signal }) => {
+                        // A signal by a weak key proves nothing: drop it here.
+                        if check_key(&signal.signal.from).is_ok() {
+                            on_signal(signal);
+                        } else {
+                            dropped += 1;
+                            if dropped.is_power_of_two() {
+                                warn!(dropped, "incoming signal by a weak author key dropped");
+                            }
+                        }
+                    }
                     Ok(ServerMessage::Error { code, message }) => {
-                        debug!(%code, %message, "the signaling server refused a frame");
+                        notes += 1;
+                        if notes.is_power_of_two() {
+                            debug!(%code, %message, notes, "the signaling server refused a frame");
+                        }
                         *c.last_error.borrow_mut() = Some((code, message));
                     }
                     Ok(other) => debug!(?other, "unexpected server message ignored"),
@@ -347,8 +328,9 @@ async fn run(
             }
             return;
         }
-        let mut delay = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
+            let delay = backoff.next_delay();
             util::sleep(delay).await;
             if client.upgrade().is_none_or(|c| c.closed.get()) {
                 return;
@@ -371,10 +353,7 @@ async fn run(
                     }
                     return;
                 }
-                Err(e) => {
-                    debug!(error = %e, ?delay, "reconnection failed");
-                    delay = (delay * 2).min(BACKOFF_MAX);
-                }
+                Err(e) => debug!(error = %e, ?delay, "reconnection failed"),
             }
         }
     }
