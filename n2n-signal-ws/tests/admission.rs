@@ -5,49 +5,26 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use n2n_core::Keypair;
-use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+use n2n_signal_ws::protocol::{ErrorCode, ServerMessage};
 use n2n_signal_ws::{Server, ServerConfig};
-use rand::SeedableRng;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-type Ws = tokio_tungstenite::WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+use common::*;
 
-fn key(seed: u64) -> Keypair {
-    Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+/// A TCP connection to `to` from `src`, one of the `127.x.y.z`.
+async fn tcp4(src: [u8; 4], to: SocketAddr) -> TcpStream {
+    tcp_from(IpAddr::V4(Ipv4Addr::from(src)), to).await
 }
 
-fn config() -> ServerConfig {
+/// A server that limits loopback sources too.
+fn limited() -> ServerConfig {
     ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        seed: Some(1),
         limit_loopback: true,
-        ..ServerConfig::default()
-    }
-}
-
-async fn tcp_from(src: [u8; 4], to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(src)), 0))
-        .unwrap();
-    socket.connect(to).await.unwrap()
-}
-
-async fn recv_json(ws: &mut Ws) -> Option<ServerMessage> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .ok()??
-        {
-            Ok(WsMessage::Text(t)) => return serde_json::from_str(&t).ok(),
-            Ok(WsMessage::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
+        ..config()
     }
 }
 
@@ -58,24 +35,11 @@ async fn join_from(
     k: &Keypair,
     room: &str,
 ) -> (Ws, Option<ServerMessage>) {
-    let tcp = tcp_from(src, server.local_addr()).await;
+    let tcp = tcp4(src, server.local_addr()).await;
     let (mut ws, _) = tokio_tungstenite::client_async(server.url(), MaybeTlsStream::Plain(tcp))
         .await
         .unwrap();
-    let Some(ServerMessage::Challenge { nonce, .. }) = recv_json(&mut ws).await else {
-        panic!("challenge expected")
-    };
-    let mut n = [0u8; 32];
-    hex::decode_to_slice(&nonce, &mut n).unwrap();
-    let hello = ClientMessage::Hello {
-        peer: k.peer_id(),
-        room: room.into(),
-        signature: hex::encode(k.sign(&challenge_bytes(&n, room))),
-    };
-    ws.send(WsMessage::text(serde_json::to_string(&hello).unwrap()))
-        .await
-        .unwrap();
-    let answer = recv_json(&mut ws).await;
+    let answer = hello_over(&mut ws, k, k, room).await;
     (ws, answer)
 }
 
@@ -100,17 +64,17 @@ async fn held_open(tcp: &mut TcpStream) -> bool {
 async fn one_source_gets_its_pending_slots_and_no_more() {
     let server = Server::bind(ServerConfig {
         max_pending_per_source: 4,
-        ..config()
+        ..limited()
     })
     .await
     .unwrap();
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut tcp = tcp_from([127, 0, 3, 1], server.local_addr()).await;
+        let mut tcp = tcp4([127, 0, 3, 1], server.local_addr()).await;
         assert!(held_open(&mut tcp).await);
         held.push(tcp);
     }
-    let mut fifth = tcp_from([127, 0, 3, 1], server.local_addr()).await;
+    let mut fifth = tcp4([127, 0, 3, 1], server.local_addr()).await;
     assert!(
         closed_at_once(&mut fifth).await,
         "a fifth pending connection is refused"
@@ -122,7 +86,7 @@ async fn one_source_gets_its_pending_slots_and_no_more() {
     drop(held.pop());
     let mut again = None;
     for _ in 0..100 {
-        let mut tcp = tcp_from([127, 0, 3, 1], server.local_addr()).await;
+        let mut tcp = tcp4([127, 0, 3, 1], server.local_addr()).await;
         if held_open(&mut tcp).await {
             again = Some(tcp);
             break;
@@ -146,7 +110,7 @@ async fn joined_clients_leave_the_pending_pool_but_count_for_their_source() {
         max_pending: 2,
         max_pending_per_source: 2,
         max_connections_per_source: 3,
-        ..config()
+        ..limited()
     })
     .await
     .unwrap();
@@ -162,13 +126,13 @@ async fn joined_clients_leave_the_pending_pool_but_count_for_their_source() {
         joined.push(ws);
     }
     // The source is at its total: a fourth connection is refused at once.
-    let mut fourth = tcp_from([127, 0, 4, 1], server.local_addr()).await;
+    let mut fourth = tcp4([127, 0, 4, 1], server.local_addr()).await;
     assert!(closed_at_once(&mut fourth).await);
     // The pool holds two pending connections of other sources, not a third.
-    let mut a = tcp_from([127, 0, 4, 2], server.local_addr()).await;
-    let mut b = tcp_from([127, 0, 4, 3], server.local_addr()).await;
+    let mut a = tcp4([127, 0, 4, 2], server.local_addr()).await;
+    let mut b = tcp4([127, 0, 4, 3], server.local_addr()).await;
     assert!(held_open(&mut a).await && held_open(&mut b).await);
-    let mut c = tcp_from([127, 0, 4, 4], server.local_addr()).await;
+    let mut c = tcp4([127, 0, 4, 4], server.local_addr()).await;
     assert!(closed_at_once(&mut c).await, "the pending pool is full");
     assert_eq!(server.stats().clients, 3);
 }
@@ -178,7 +142,7 @@ async fn joins_into_one_room_are_rate_limited_across_sources() {
     let server = Server::bind(ServerConfig {
         join_burst_per_room: 3,
         joins_per_second_per_room: 1,
-        ..config()
+        ..limited()
     })
     .await
     .unwrap();
@@ -220,7 +184,7 @@ async fn the_ws_client_waits_out_a_join_rate_limit_within_its_connect_timeout() 
     let server = Server::bind(ServerConfig {
         join_burst_per_source: 1,
         joins_per_second_per_source: 4,
-        ..config()
+        ..limited()
     })
     .await
     .unwrap();

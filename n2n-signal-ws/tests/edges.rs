@@ -5,61 +5,17 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use n2n_core::signal::{MAX_SIGNAL_PAYLOAD, Role, Signal};
+use n2n_core::Keypair;
+use n2n_core::signal::MAX_SIGNAL_PAYLOAD;
 use n2n_core::signaling::{Signaling, SignalingError};
-use n2n_core::{Keypair, PeerId, SignedSignal};
-use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use n2n_signal_ws::{ClientConfig, Server, ServerConfig, WsSignaling};
-use rand::SeedableRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn key(seed: u64) -> Keypair {
-    Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
-}
-
-fn config() -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        seed: Some(1),
-        ..ServerConfig::default()
-    }
-}
-
-fn signal_with(from: &Keypair, to: PeerId, transport: &str, payload: Vec<u8>) -> SignedSignal {
-    Signal {
-        from: from.peer_id(),
-        to,
-        session: 1,
-        role: Role::Dialer,
-        seq: 0,
-        transport: transport.into(),
-        payload,
-    }
-    .sign(from)
-    .unwrap()
-}
-
-fn signal(from: &Keypair, to: PeerId, payload: &[u8]) -> SignedSignal {
-    signal_with(from, to, "test", payload.to_vec())
-}
-
-async fn recv_json(ws: &mut Ws) -> Option<ServerMessage> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .ok()??
-        {
-            Ok(WsMessage::Text(t)) => return serde_json::from_str(&t).ok(),
-            Ok(WsMessage::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-}
+mod common;
+use common::*;
 
 /// Reads until the server's close frame; its code and reason, or `None` if the
 /// connection ended without one.
@@ -77,12 +33,6 @@ async fn close_frame(ws: &mut Ws) -> Option<(CloseCode, String)> {
     }
 }
 
-async fn send_json(ws: &mut Ws, m: &ClientMessage) {
-    ws.send(WsMessage::text(serde_json::to_string(m).unwrap()))
-        .await
-        .unwrap();
-}
-
 async fn raw_join(url: &str, k: &Keypair, room: &str) -> (Ws, Option<ServerMessage>) {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(1 << 20))
@@ -90,21 +40,7 @@ async fn raw_join(url: &str, k: &Keypair, room: &str) -> (Ws, Option<ServerMessa
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
         .await
         .unwrap();
-    let Some(ServerMessage::Challenge { nonce, .. }) = recv_json(&mut ws).await else {
-        panic!("challenge expected")
-    };
-    let mut n = [0u8; 32];
-    hex::decode_to_slice(&nonce, &mut n).unwrap();
-    send_json(
-        &mut ws,
-        &ClientMessage::Hello {
-            peer: k.peer_id(),
-            room: room.into(),
-            signature: hex::encode(k.sign(&challenge_bytes(&n, room))),
-        },
-    )
-    .await;
-    let answer = recv_json(&mut ws).await;
+    let answer = hello_over(&mut ws, k, k, room).await;
     (ws, answer)
 }
 

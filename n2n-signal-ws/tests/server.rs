@@ -7,58 +7,17 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use n2n_core::memory::MemoryNetwork;
 use n2n_core::node::Builder;
-use n2n_core::signal::{Role, Signal};
 use n2n_core::signaling::{Signaling, SignalingError};
-use n2n_core::{Keypair, PeerId, ProtocolId, SignedSignal};
-use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage, challenge_bytes};
+use n2n_core::{Keypair, ProtocolId};
+use n2n_signal_ws::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use n2n_signal_ws::{ClientConfig, Server, ServerConfig, WsSignaling};
-use rand::SeedableRng;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn key(seed: u64) -> Keypair {
-    Keypair::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
-}
-
-fn config() -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        seed: Some(1),
-        ..ServerConfig::default()
-    }
-}
+mod common;
+use common::*;
 
 async fn server(config: ServerConfig) -> Server {
     Server::bind(config).await.expect("binds")
-}
-
-fn signal(from: &Keypair, to: PeerId, payload: &[u8]) -> SignedSignal {
-    Signal {
-        from: from.peer_id(),
-        to,
-        session: 1,
-        role: Role::Dialer,
-        seq: 0,
-        transport: "test".into(),
-        payload: payload.to_vec(),
-    }
-    .sign(from)
-    .unwrap()
-}
-
-async fn recv_json(ws: &mut Ws) -> Option<ServerMessage> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .ok()??
-        {
-            Ok(WsMessage::Text(t)) => return serde_json::from_str(&t).ok(),
-            Ok(WsMessage::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
 }
 
 /// Reads until the server closes; returns the close reason.
@@ -74,12 +33,6 @@ async fn close_reason(ws: &mut Ws) -> String {
     }
 }
 
-async fn send_json(ws: &mut Ws, m: &ClientMessage) {
-    ws.send(WsMessage::text(serde_json::to_string(m).unwrap()))
-        .await
-        .unwrap();
-}
-
 /// Connects a raw client and joins `room` as `key` (signing with `signer`).
 async fn raw_join(
     url: &str,
@@ -88,21 +41,7 @@ async fn raw_join(
     room: &str,
 ) -> (Ws, Option<ServerMessage>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let Some(ServerMessage::Challenge { nonce, .. }) = recv_json(&mut ws).await else {
-        panic!("challenge expected")
-    };
-    let mut n = [0u8; 32];
-    hex::decode_to_slice(&nonce, &mut n).unwrap();
-    send_json(
-        &mut ws,
-        &ClientMessage::Hello {
-            peer: key.peer_id(),
-            room: room.into(),
-            signature: hex::encode(signer.sign(&challenge_bytes(&n, room))),
-        },
-    )
-    .await;
-    let answer = recv_json(&mut ws).await;
+    let answer = hello_over(&mut ws, key, signer, room).await;
     (ws, answer)
 }
 
