@@ -87,7 +87,7 @@ where
     pub(super) fn forget_join(&mut self, peer: &P) {
         // Called on every arc closed: most peers served no join lately, and
         // the record is looked at before the views.
-        if !self.joined.contains(peer) {
+        if self.joined.is_empty() || !self.joined.contains(peer) {
             return;
         }
         if !self.inview.contains(peer) && !self.outview.contains(peer) {
