@@ -72,8 +72,9 @@ mod tests {
         while s.poll_output().is_some() {}
     }
 
-    /// A view that held 200 arcs and now holds 4 keeps room for about 4
-    /// after its next round; one that always held 4 keeps what it had.
+    /// A view that held 200 arcs and now holds 4 keeps room for those 4
+    /// and the slack after its next round; at the round after, nothing
+    /// moves.
     #[test]
     fn a_round_gives_back_what_a_burst_left() {
         let now = Instant::now();
