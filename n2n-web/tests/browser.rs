@@ -383,6 +383,25 @@ fn strongly_connected(g: &BTreeMap<PeerId, Vec<PeerId>>) -> bool {
     reach(true) && reach(false)
 }
 
+/// Whether every peer reaches every other one, arcs taken both ways.
+fn weakly_connected(g: &BTreeMap<PeerId, Vec<PeerId>>) -> bool {
+    let Some(&start) = g.keys().next() else {
+        return true;
+    };
+    let mut seen = BTreeSet::from([start]);
+    let mut stack = vec![start];
+    while let Some(p) = stack.pop() {
+        let out = g.get(&p).into_iter().flatten().copied();
+        let inc = g.iter().filter(|(_, o)| o.contains(&p)).map(|(q, _)| *q);
+        for q in out.chain(inc).collect::<Vec<_>>() {
+            if g.contains_key(&q) && seen.insert(q) {
+                stack.push(q);
+            }
+        }
+    }
+    seen.len() == g.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_overlay_of_natives_and_browsers() -> anyhow::Result<()> {
     if !enabled() {
@@ -491,10 +510,26 @@ async fn one_overlay_of_natives_and_browsers() -> anyhow::Result<()> {
             }
         }
         let in_views = g.values().flatten().filter(|p| **p == gone).count();
-        if holders == 0 && in_views == 0 && strongly_connected(&g) {
+        let dropped = holders == 0 && in_views == 0;
+        // Strong connectivity comes and goes while arcs move (views of about
+        // two arcs here), so it is waited for; but Spray gives a peer whose
+        // every arc pointed at the crashed one nothing to duplicate, and its
+        // partial view then stays empty: past 30 s the overlay must still
+        // hold together (weakly), and the empty views are reported.
+        if dropped && (strongly_connected(&g) || t.elapsed() > Duration::from_secs(30)) {
+            let empty: Vec<String> = g
+                .iter()
+                .filter(|(_, out)| out.is_empty())
+                .map(|(p, _)| p.short())
+                .collect();
             println!(
-                "figure: closed window dropped by every peer in {:.1} s; the 11 others strongly connected",
-                t.elapsed().as_secs_f64()
+                "figure: closed window dropped by every peer in {:.1} s; the 11 others strongly connected: {}, empty partial views: {empty:?}",
+                t.elapsed().as_secs_f64(),
+                strongly_connected(&g)
+            );
+            assert!(
+                weakly_connected(&g),
+                "the 11 others fell apart after the window closed: {g:?}"
             );
             break;
         }
